@@ -1,0 +1,48 @@
+"""`python -m minibert COMMAND ...`: one entry point for every stage and tool.
+
+Each command lives in the module that owns it (a `main(argv)` function), and is imported
+only when asked for, so `python -m minibert fetch-weights` does not import torch.
+"""
+
+import importlib
+import sys
+
+# command -> (module, function, one-line help)
+COMMANDS = {
+    "fetch-weights": ("minibert.weights", "main", "download and verify the default all-MiniLM-L6-v2 weights"),
+    "check-model": ("minibert.model", "main", "sanity check: load weights, embed a sentence, print shapes"),
+    "bench-tokenizer": ("minibert.bench_tokenizer", "main", "tokenizer throughput, ours next to the reference"),
+    "bench-optim": ("minibert.bench_optim", "main", "AdamW step time, ours next to torch.optim"),
+    "bench": ("minibert.bench", "main", "training-step throughput and MFU"),
+    "pretrain": ("minibert.pretrain", "main", "continued MLM pretraining on the task sentences"),
+    "sentiment": ("minibert.classifier", "main", "the classic sentiment classifier (SST / CFIMDB)"),
+    "train": ("minibert.train", "main", "multitask / single-task training stages"),
+    "ensemble": ("minibert.evaluate", "ensemble_main", "average the outputs of several checkpoints"),
+    "predict": ("minibert.evaluate", "predict_main", "write CS224N prediction files for a CSV"),
+    "results": ("minibert.report", "main", "results table and learning-curve plot of all runs"),
+    "make-student-copy": ("minibert.student", "main", "copy the project with solution regions blanked"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: python -m minibert COMMAND [options]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module, function, _ = COMMANDS[name]
+    return getattr(importlib.import_module(module), function)(rest) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
