@@ -8,11 +8,15 @@
 
 import json
 import os
+import random
+import shutil
 import struct
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+import torch
 from safetensors.torch import load as _st_load, save as _st_save
 
 
@@ -74,3 +78,118 @@ def write_safetensors(tensors: dict, path, metadata: dict = None) -> None:
 def write_json(obj, path) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+# ---- training state: resumable checkpoints ---------------------------------------------
+#
+# A run folder holds checkpoints as step-XXXXXXX/ sub-folders and a LATEST file naming the
+# newest complete one. A checkpoint folder is written under a temporary name and renamed
+# when complete, and LATEST is replaced atomically after that, so a run killed at any moment
+# resumes from the last complete checkpoint. Everything is safetensors or JSON: no pickle.
+#
+#   model.safetensors      every parameter and buffer (encoder and heads), our key names
+#   optimizer.safetensors  the optimizer's per-parameter tensors, flattened to "idx/name"
+#   rng.safetensors        torch CPU (and CUDA) generator states
+#   state.json             step, param groups, scheduler, Python/NumPy RNG, caller's extras
+
+
+def _flatten_optimizer(sd: dict):
+    tensors, scalars = {}, {}
+    for idx, st in sd["state"].items():
+        for name, v in st.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"{idx}/{name}"] = v
+            else:
+                scalars[f"{idx}/{name}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict, meta: dict) -> dict:
+    state = {}
+    for key, v in list(tensors.items()) + list(meta["scalars"].items()):
+        idx, name = key.split("/", 1)
+        state.setdefault(int(idx), {})[name] = v
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_training_state(run_dir, step: int, model, optimizer=None, scheduler=None,
+                        extra: dict = None, keep: int = 1) -> Path:
+    """Write checkpoint `run_dir/step-{step}` atomically, point LATEST at it, keep the newest
+    `keep` checkpoints. `extra` is any JSON-able dict (epoch, best score, data order...)."""
+    run_dir = Path(run_dir)
+    final = run_dir / f"step-{step:07d}"
+    tmp = run_dir / f".step-{step:07d}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    write_safetensors(model.state_dict(), tmp / "model.safetensors")
+    state = {"step": step, "extra": extra or {},
+             "python_rng": _jsonable_random_state(), "numpy_rng": _numpy_state()}
+    if optimizer is not None:
+        tensors, state["optimizer"] = _flatten_optimizer(optimizer.state_dict())
+        write_safetensors(tensors, tmp / "optimizer.safetensors")
+    if scheduler is not None:
+        state["scheduler"] = scheduler.state_dict()
+    rng = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    write_safetensors(rng, tmp / "rng.safetensors")
+    write_json(state, tmp / "state.json")
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    with atomic_path(run_dir / "LATEST") as p:
+        p.write_text(final.name + "\n")
+    old = sorted(run_dir.glob("step-*"))[:-keep] if keep else []
+    for d in old:
+        if d != final:
+            shutil.rmtree(d, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(run_dir):
+    """The newest complete checkpoint folder of a run, or None."""
+    pointer = Path(run_dir) / "LATEST"
+    if not pointer.is_file():
+        return None
+    folder = Path(run_dir) / pointer.read_text().strip()
+    return folder if (folder / "state.json").is_file() else None
+
+
+def load_training_state(folder, model, optimizer=None, scheduler=None, restore_rng=True) -> dict:
+    """Restore what save_training_state wrote; returns state.json (step, extra, ...)."""
+    folder = Path(folder)
+    state = json.loads((folder / "state.json").read_text())
+    missing, unexpected = model.load_state_dict(read_safetensors(folder / "model.safetensors"), strict=False)
+    if missing or unexpected:
+        raise WeightsError(f"{folder / 'model.safetensors'}: "
+                           + (f"missing key {missing[0]!r}" if missing else f"unexpected key {unexpected[0]!r}"))
+    if optimizer is not None and "optimizer" in state:
+        tensors = read_safetensors(folder / "optimizer.safetensors")
+        optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
+    if scheduler is not None and "scheduler" in state:
+        scheduler.load_state_dict(state["scheduler"])
+    if restore_rng:
+        rng = read_safetensors(folder / "rng.safetensors")
+        torch.set_rng_state(rng["cpu"])
+        cuda = [rng[k] for k in sorted(rng) if k.startswith("cuda")]
+        if cuda and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(cuda)
+        random.setstate(_tuple_state(state["python_rng"]))
+        np.random.set_state(tuple(state["numpy_rng"][:1]) + (np.array(state["numpy_rng"][1], dtype=np.uint32),)
+                            + tuple(state["numpy_rng"][2:]))
+    return state
+
+
+def _jsonable_random_state():
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]
+
+
+def _tuple_state(s):
+    return (s[0], tuple(s[1]), s[2])
+
+
+def _numpy_state():
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return [name, keys.tolist(), int(pos), int(has_gauss), float(gauss)]

@@ -1,0 +1,59 @@
+"""Where and how a stage runs: device, mixed precision, seeds, and the metrics log.
+
+Every training stage (pretrain.py, train.py, classifier.py) uses these, so the conventions
+are the same everywhere: bf16 autocast on CUDA only (CPUs are slow at bf16 and fp32 is the
+bitwise-reproducible reference), one seed that fixes every generator, metrics appended as
+one JSON object per line.
+"""
+
+import contextlib
+import json
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def pick_device(name: str = None) -> torch.device:
+    """'cuda' when available unless told otherwise. Under torchrun, the local rank's GPU."""
+    if name in (None, "auto"):
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return device
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """bf16 autocast on CUDA (no loss scaling needed: bf16 has fp32's exponent range);
+    a no-op elsewhere."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+class MetricsLog:
+    """Append-only JSONL: one {"time", **record} per line, flushed at once so a killed run
+    keeps every line it wrote."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, **record) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
+
+    def read(self) -> list:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
