@@ -1,0 +1,52 @@
+"""Shared fixtures and the course's step markers.
+
+Every check belongs to one assignment step, by the file it lives in, so a student can run
+`pytest checks/ -m step03` to grade one step (see assignments/ and `make-student-copy`).
+"""
+
+from pathlib import Path
+
+import pytest
+
+from minibert.paths import data_dir, weights_dir
+
+# check file -> course step (assignments/NN_*.py)
+STEPS = {
+    "test_model.py": "step01",      # embeddings, attention, transformer layer
+    "test_tokenizer.py": "step02",  # WordPiece
+    "test_optim.py": "step03",      # AdamW + AMSGrad
+    "test_heads.py": "step04",      # sentiment classifier and the task heads
+    "test_mlm.py": "step05",        # MLM masking and head
+    "test_masking.py": "step05",
+    "test_train.py": "step06",      # multitask schedules
+    "test_data.py": "step06",
+    "test_pcgrad.py": "step07",     # gradient surgery
+    "test_ops.py": "step10",        # fast path (not a student step)
+}
+
+
+def pytest_configure(config):
+    for step in sorted(set(STEPS.values())) + ["step08", "step09", "project"]:
+        config.addinivalue_line("markers", f"{step}: checks of course step {step}")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        item.add_marker(getattr(pytest.mark, STEPS.get(Path(str(item.fspath)).name, "project")))
+
+
+@pytest.fixture(scope="session")
+def weights_path() -> Path:
+    """The default MiniLM weights; checks that need them skip, saying how to get them."""
+    path = weights_dir()
+    if not (path / "model.safetensors").is_file():
+        pytest.skip(f"no weights in {path}: run `python -m minibert fetch-weights`")
+    return path
+
+
+@pytest.fixture(scope="session")
+def data_path() -> Path:
+    path = data_dir()
+    if not (path / "ids-sst-train.csv").is_file():
+        pytest.skip(f"no data in {path}: link it, e.g. `ln -s ../shared/data data`")
+    return path
