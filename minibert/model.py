@@ -15,10 +15,18 @@ self.query.weight`, ...), so Hugging Face checkpoints load without a translation
 Attention has two paths side by side: "math" spells the equation out (the course reference)
 and "sdpa" calls F.scaled_dot_product_attention (fused kernels); checks/test_model.py proves
 them equal. Select with `model.set_attention("math" | "sdpa")`.
+
+The fast path: `model.set_fast(True)` runs every layer through minibert/ops.py instead
+(one fused Q/K/V product, SDPA with a boolean mask, or no mask at all when
+attention_mask is None so the flash kernel applies, and fused bias+GELU and
+residual+LayerNorm ops with hand-written backward). Same parameters, same function:
+checks/test_ops.py proves it equal to this reference. It is built to be compiled,
+`torch.compile(model, fullgraph=True)`, and captured in a CUDA graph (minibert/cudagraph.py).
 """
 
 import argparse
 import math
+import warnings
 from pathlib import Path
 
 import torch
@@ -27,6 +35,7 @@ import torch.nn.functional as F
 
 from minibert.checkpoint import WeightsError, read_safetensors, write_safetensors
 from minibert.config import BertConfig
+from minibert.ops import fused_layer, sdpa_mask
 
 ATTENTION_IMPLS = ("math", "sdpa")
 
@@ -151,8 +160,11 @@ class BertLayer(nn.Module):
         self.attention = BertAttention(config)
         self.intermediate = BertIntermediate(config)
         self.output = BertResidualOutput(config.intermediate_size, config)
+        self.fast = False  # BertModel.set_fast
 
     def forward(self, x, mask):
+        if self.fast:  # the same function on fused ops; mask is then ops.sdpa_mask(...)
+            return fused_layer(self, x, mask)
         # BEGIN SOLUTION
         a = self.attention(x, mask)                 # (B, T, C)
         return self.output(self.intermediate(a), a)  # (B, T, C)
@@ -188,6 +200,7 @@ class BertModel(nn.Module):
         self.embeddings = BertEmbeddings(config)
         self.encoder = BertEncoder(config)
         self.pooler = BertPooler(config)
+        self.fast = False
         self.apply(self._init_weights)
 
     def _init_weights(self, module):
@@ -210,6 +223,13 @@ class BertModel(nn.Module):
             block.attention.self.impl = impl
         return self
 
+    def set_fast(self, fast: bool = True) -> "BertModel":
+        """Run the layers on minibert/ops.py's fused ops (True) or the reference code (False)."""
+        self.fast = bool(fast)
+        for block in self.encoder.layer:
+            block.fast = self.fast
+        return self
+
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
         """input_ids, attention_mask (1 = token, 0 = padding), token_type_ids: (B, T) integers.
         Returns {"last_hidden_state": (B, T, C), "pooler_output": (B, C)}."""
@@ -218,12 +238,16 @@ class BertModel(nn.Module):
         if input_ids.shape[1] > self.config.max_position_embeddings:
             raise ValueError(f"sequence length {input_ids.shape[1]} exceeds "
                              f"max_position_embeddings {self.config.max_position_embeddings}")
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, C)
-        h = self.encoder(x, additive_mask(attention_mask, x.dtype))
+        if self.fast:  # None (no padding) lets SDPA use its flash kernel
+            mask = sdpa_mask(attention_mask)
+        else:
+            if attention_mask is None:
+                attention_mask = torch.ones_like(input_ids)
+            mask = additive_mask(attention_mask, x.dtype)
+        h = self.encoder(x, mask)
         return {"last_hidden_state": h, "pooler_output": self.pooler(h)}
 
     # ---- weights in Hugging Face format -------------------------------------------------
@@ -255,6 +279,11 @@ class BertModel(nn.Module):
         self._check_config_matches(state, source)
         own = self.state_dict()
         missing = sorted(own.keys() - state.keys())
+        if missing and set(missing) == {k for k in own if k.startswith("pooler.")}:
+            # masked-LM-only checkpoints have no pooler; no stage here trains through it
+            warnings.warn(f"{source}: no pooler weights; the pooler keeps its random initialisation")
+            state = {**state, **{k: own[k] for k in missing}}
+            missing = []
         unexpected = sorted(state.keys() - own.keys())
         if missing:
             raise WeightsError(f"{source}: missing key {missing[0]!r}"
