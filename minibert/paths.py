@@ -8,13 +8,15 @@ DEFAULT_WEIGHTS = ROOT / "weights" / "all-MiniLM-L6-v2"
 
 
 def data_dir(override=None) -> Path:
-    """The data folder: an explicit --data-dir, else $MINIBERT_DATA, else ./data (the
-    project's `data -> ../shared/data` link), else the project's own data/ folder."""
+    """The data folder: an explicit --data-dir, else $MINIBERT_DATA, else ./data, else the
+    project's data/ (usually a link `data -> ../shared/data`), else ../shared/data itself."""
     for candidate in (override, os.environ.get("MINIBERT_DATA")):
         if candidate:
             return Path(candidate)
-    local = Path("data")
-    return local if local.exists() else ROOT / "data"
+    for candidate in (Path("data"), ROOT / "data", ROOT.parent / "shared" / "data"):
+        if candidate.exists():
+            return candidate
+    return ROOT / "data"
 
 
 def weights_dir(override=None) -> Path:
