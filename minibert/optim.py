@@ -1,0 +1,256 @@
+"""AdamW, with the AMSGrad extension, written from scratch.
+
+The paper trains every stage with AdamW (Loshchilov & Hutter, "Decoupled weight decay
+regularization", ref. [13]) and extends it with AMSGrad (ref. [14]); see section 5.3.
+For one parameter p with gradient g at step t = 1, 2, ...:
+
+    p   <- p * (1 - lr * weight_decay)          decoupled weight decay: it shrinks the
+                                                weights directly instead of being added to
+                                                the gradient (which Adam would rescale)
+    m   <- beta1 * m + (1 - beta1) * g          first moment  (running mean of g)
+    v   <- beta2 * v + (1 - beta2) * g * g      second moment (running mean of g^2)
+    vmax <- max(vmax, v)                        AMSGrad only: never let the step grow
+                                                because v shrank
+    m_hat = m / (1 - beta1^t)                   bias corrections: m and v start at zero,
+    v_hat = v / (1 - beta2^t)                   so early averages are too small
+    p   <- p - lr * m_hat / (sqrt(v_hat) + eps) (with vmax in place of v under AMSGrad)
+
+Two implementations of the same step live side by side:
+
+* the readable one (`adamw_update`, the course reference) loops over parameters and
+  updates one tensor at a time, exactly like the formulas above;
+* the fast one (`AdamW(..., foreach=True)`) updates every parameter of a group at once
+  with torch's multi-tensor `torch._foreach_*` kernels: a handful of kernel launches per
+  step instead of a handful per parameter. It never copies a value to the host (the step
+  counter and the bias corrections stay on the device), so the whole step can be
+  captured in a CUDA graph.
+
+Both follow torch.optim.AdamW's arithmetic order, so checks/test_optim.py can prove them
+equal to it (and to a float64 NumPy transcription of the formulas above). The state of a
+parameter is torch's: `step` (a float32 scalar tensor on the parameter's device),
+`exp_avg` (m), `exp_avg_sq` (v) and, with amsgrad, `max_exp_avg_sq` (vmax); state dicts
+load into torch.optim.AdamW and back.
+"""
+
+from collections import defaultdict
+
+import torch
+
+
+def check_hyperparameters(lr, betas, eps, weight_decay) -> None:
+    """Raise ValueError, naming the culprit, on hyperparameters AdamW cannot use."""
+    # `not x >= 0` (rather than `x < 0`) also rejects NaN.
+    if isinstance(lr, torch.Tensor) and lr.numel() != 1:
+        raise ValueError(f"a tensor lr must hold one value, got shape {tuple(lr.shape)}")
+    if not float(lr) >= 0.0:
+        raise ValueError(f"lr must be >= 0, got {float(lr)}")
+    if not eps >= 0.0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    if not weight_decay >= 0.0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+    if len(betas) != 2:
+        raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+    for name, beta in zip(("beta1", "beta2"), betas):
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {beta}")
+
+
+def adamw_update(param, grad, state, *, lr, beta1, beta2, eps, weight_decay, amsgrad) -> None:
+    """One AdamW step for one parameter, in place: the formulas of the module docstring,
+    in torch.optim.AdamW's exact order of floating-point operations."""
+    # BEGIN SOLUTION
+    state["step"] += 1
+    t = state["step"].item()  # a host sync per parameter: fine for the readable version
+
+    # Decoupled weight decay (Loshchilov & Hutter, Algorithm 2, line 12).
+    if weight_decay != 0:
+        param.mul_(1 - lr * weight_decay)
+
+    exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+    exp_avg.lerp_(grad, 1 - beta1)  # m = beta1*m + (1-beta1)*g, as m + (1-beta1)*(g - m)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)  # v = beta2*v + (1-beta2)*g^2
+
+    bias_correction1 = 1 - beta1**t
+    bias_correction2 = 1 - beta2**t
+    step_size = lr / bias_correction1
+
+    if amsgrad:
+        # AMSGrad normalises by the largest second moment seen so far.
+        torch.maximum(state["max_exp_avg_sq"], exp_avg_sq, out=state["max_exp_avg_sq"])
+        second_moment = state["max_exp_avg_sq"]
+    else:
+        second_moment = exp_avg_sq
+
+    # sqrt(v_hat) + eps = sqrt(v) / sqrt(1 - beta2^t) + eps
+    denom = (second_moment.sqrt() / bias_correction2**0.5).add_(eps)
+    param.addcdiv_(exp_avg, denom, value=-step_size)  # p -= lr * m_hat / (sqrt(v_hat) + eps)
+    # END SOLUTION
+
+
+class AdamW(torch.optim.Optimizer):
+    """AdamW with optional AMSGrad, a drop-in for torch.optim.AdamW.
+
+    Args:
+        params: parameters or parameter groups (dicts that may override any option below).
+        lr: learning rate, a float, or a one-element tensor (update it in place, e.g. from a
+            schedule, to change it inside a captured CUDA graph).
+        betas: (beta1, beta2), the decay rates of the first and second moments, in [0, 1).
+        eps: added to sqrt(v_hat) so the step stays finite when v is tiny.
+        weight_decay: decoupled weight decay: each step multiplies p by (1 - lr*weight_decay).
+        amsgrad: normalise by the running maximum of the second moment (AMSGrad).
+        foreach: False runs the readable per-parameter step (`adamw_update`); True runs the
+            fused multi-tensor step (`torch._foreach_*`, no host syncs, CUDA-graph safe).
+            Both give the same results up to float rounding.
+
+    Parameters whose .grad is None are skipped (their step counter does not advance).
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 amsgrad=False, foreach=False):
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                        amsgrad=amsgrad, foreach=foreach)
+        super().__init__(params, defaults)
+        # The fused step groups parameters that have taken the same number of steps, so it
+        # can share their bias corrections (see `_foreach_step`). It reads those counts from
+        # this host-side mirror of state["step"] rather than from the device tensors, which
+        # would cost a sync. None means "rebuild from state['step'] before the next step".
+        self._host_steps = {}
+
+    def add_param_group(self, param_group: dict) -> None:
+        # Check before torch fills in the defaults and appends the group.
+        merged = {**self.defaults, **param_group}
+        check_hyperparameters(merged["lr"], merged["betas"], merged["eps"], merged["weight_decay"])
+        super().add_param_group(param_group)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        for p, state in self.state.items():
+            # torch keeps `step` on the CPU unless asked otherwise; we keep it next to its
+            # parameter (as torch does with capturable=True) so the fused step never syncs.
+            if "step" in state:
+                state["step"] = state["step"].to(dtype=torch.float32, device=p.device)
+        self._rebuild_host_steps()  # one sync, here, outside any CUDA graph
+
+    def __setstate__(self, state: dict) -> None:  # unpickling
+        super().__setstate__(state)
+        self._host_steps = None
+
+    def _rebuild_host_steps(self) -> None:
+        self._host_steps = {p: int(s["step"].item()) for p, s in self.state.items() if "step" in s}
+
+    def _init_state(self, p: torch.Tensor, amsgrad: bool) -> dict:
+        state = self.state[p]
+        if not state:
+            state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if amsgrad:
+                state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return state
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """Take one optimisation step; `closure` (optional) re-evaluates and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            for p in params:
+                if p.grad.is_sparse:
+                    raise ValueError("AdamW does not support sparse gradients; "
+                                     "use torch.optim.SparseAdam for sparse embeddings")
+                if torch.is_complex(p):
+                    raise ValueError(f"AdamW here supports real parameters only, got {p.dtype}")
+                self._init_state(p, group["amsgrad"])
+            if not params:
+                continue
+            if group["foreach"]:
+                self._foreach_step(group, params)
+            else:
+                beta1, beta2 = group["betas"]
+                lr = float(group["lr"])  # torch does the same with a tensor lr
+                for p in params:
+                    adamw_update(p, p.grad, self.state[p], lr=lr, beta1=beta1, beta2=beta2,
+                                 eps=group["eps"], weight_decay=group["weight_decay"],
+                                 amsgrad=group["amsgrad"])
+            if self._host_steps is not None:
+                for p in params:
+                    self._host_steps[p] = self._host_steps.get(p, 0) + 1
+        return loss
+
+    # ----------------------------------------------------------------------------------
+    # The fused multi-tensor step.
+
+    def _foreach_step(self, group: dict, params: list) -> None:
+        """`adamw_update` for a whole group at once, with no host syncs.
+
+        The element-wise work runs as torch._foreach_* kernels over lists of tensors. The
+        per-parameter scalars (bias corrections, step size) depend on the parameter's step
+        count t, which lives on the device; to apply them with the fast single-scalar
+        kernels we bucket parameters that share t (normally all of them: a parameter only
+        falls behind when its grad was None) and compute the scalars once per bucket.
+        """
+        capturing = _is_capturing(params[0].device)
+        if self._host_steps is None:
+            if capturing:
+                raise RuntimeError("take one eager step after load_state_dict before "
+                                   "capturing the optimizer step in a CUDA graph")
+            self._rebuild_host_steps()
+
+        buckets = defaultdict(list)  # (device, dtype, steps taken) -> params
+        for p in params:
+            buckets[p.device, p.dtype, self._host_steps.get(p, 0)].append(p)
+
+        for bucket in buckets.values():
+            self._foreach_bucket(group, bucket)
+
+        if capturing:
+            # Replays advance the device counters but not this mirror. The buckets it
+            # defines stay right (a graph steps the same parameters every replay), but the
+            # counts are stale: rebuild them before the next eager step (see `step`).
+            self._host_steps = None
+
+    def _foreach_bucket(self, group: dict, params: list) -> None:
+        """One step for parameters that share device, dtype and step count."""
+        lr, (beta1, beta2) = group["lr"], group["betas"]
+        eps, weight_decay, amsgrad = group["eps"], group["weight_decay"], group["amsgrad"]
+        states = [self.state[p] for p in params]
+        grads = [p.grad for p in params]
+        exp_avgs = [s["exp_avg"] for s in states]
+        exp_avg_sqs = [s["exp_avg_sq"] for s in states]
+
+        torch._foreach_add_([s["step"] for s in states], 1)
+
+        # The step-dependent scalars, once for the bucket, as 0-d tensors on the device.
+        # They are computed in float64 (torch computes them as Python floats) and rounded
+        # once to the precision the kernels use.
+        t = states[0]["step"].to(torch.float64)  # all params in the bucket share t
+        scalar_dtype = torch.float64 if params[0].dtype == torch.float64 else torch.float32
+        bias_correction1 = 1 - beta1**t
+        bias_correction2_sqrt = (1 - beta2**t).sqrt()
+        neg_step_size = -lr / bias_correction1
+
+        if weight_decay != 0:
+            torch._foreach_mul_(params, 1 - lr * weight_decay)  # decoupled weight decay
+        torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)  # m
+        torch._foreach_mul_(exp_avg_sqs, beta2)  # v ...
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)  # ... + (1-beta2) g^2
+        if amsgrad:
+            max_exp_avg_sqs = [s["max_exp_avg_sq"] for s in states]
+            torch._foreach_maximum_(max_exp_avg_sqs, exp_avg_sqs)
+            denoms = torch._foreach_sqrt(max_exp_avg_sqs)
+        else:
+            denoms = torch._foreach_sqrt(exp_avg_sqs)
+        # addcdiv_ takes its `value` only as a Python number (a tensor would be read on the
+        # host), so fold -step_size into the denominator, as torch does when capturable:
+        #   denom = (sqrt(v) / sqrt(bc2) + eps) / -step_size,   p += m / denom
+        torch._foreach_div_(denoms, (bias_correction2_sqrt * neg_step_size).to(scalar_dtype))
+        torch._foreach_add_(denoms, (eps / neg_step_size).to(scalar_dtype))
+        torch._foreach_addcdiv_(params, exp_avgs, denoms)
+
+
+def _is_capturing(device: torch.device) -> bool:
+    """True while a CUDA graph is being captured on the current stream."""
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
