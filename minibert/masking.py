@@ -93,9 +93,19 @@ def mask_tokens(input_ids: torch.Tensor, *, special_ids, mask_id: int, vocab_siz
 
 def select_and_replace(input_ids, maskable, continuation, candidates, mask_id, generator,
                        mlm_prob, mask_frac, random_frac):
-    """The core of `mask_tokens`, on checked inputs. input_ids, maskable: (B, T);
-    continuation: (B, T) bool for whole-word masking, else None; candidates: (K,) ids for
-    the random replacements. Returns (masked_ids, labels)."""
+    """The core of `mask_tokens`, on checked inputs.
+
+    input_ids, maskable: (B, T); continuation: (B, T) bool (True at `##` pieces) for
+    whole-word masking, else None; candidates: (K,) ids for the random replacements.
+    Returns (masked_ids, labels), see `mask_tokens`.
+
+    1. select each maskable position with probability mlm_prob (with whole-word masking,
+       every piece follows the draw of its word's first piece: see `word_starts`);
+    2. labels = the original id at selected positions, IGNORE_INDEX elsewhere;
+    3. at selected positions, with probability mask_frac put [MASK], with probability
+       random_frac a random id from `candidates`, else leave the id as it is.
+    Draw exactly three (B, T) tensors from `generator`, whatever the input, so that the
+    masks depend only on the generator's seed and the batch."""
     # BEGIN SOLUTION
     # Three draws of the full shape, always, so the masks depend only on the seed and the shape.
     shape, dev = input_ids.shape, generator.device
