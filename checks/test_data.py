@@ -1,0 +1,101 @@
+"""Data loading (minibert/data.py): the CS224N CSV format, dirty rows, clear errors, batches."""
+
+import pytest
+import torch
+
+from minibert.batching import real_token_fraction
+from minibert.data import (DataError, TaskDataset, check_data_dir, load_datasets, load_quora,
+                           load_sst, load_sts, read_examples)
+from minibert.tokenizer import WordPieceTokenizer
+from tiny_world import VOCAB, make_data
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_data(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    path = tmp_path_factory.mktemp("vocab") / "vocab.txt"
+    path.write_text("\n".join(VOCAB) + "\n")
+    return WordPieceTokenizer.from_vocab(path)
+
+
+def test_loads_each_format(data):
+    sst = load_sst(data / "ids-sst-train.csv")
+    assert len(sst) == 24 and sst[0].id == "ssttrain0" and len(sst[0].texts) == 1
+    assert all(e.label in range(5) for e in sst)
+    sts = load_sts(data / "sts-train.csv")
+    assert len(sts) == 24 and len(sts[0].texts) == 2 and all(0 <= e.label <= 5 for e in sts)
+    test = read_examples(data / "ids-sst-test-student.csv", "sst")  # two index columns, no label
+    assert len(test) == 8 and test[0].id == "ssttest-student0" and test[0].label is None
+    assert test[0].texts[0].startswith(("awful", "bad", "fine", "good", "great"))
+
+
+def test_malformed_row_skipped_with_counting_warning(data):
+    with pytest.warns(UserWarning, match=r"quora-dev.csv: skipped 1 malformed row"):
+        rows = load_quora(data / "quora-dev.csv")
+    assert len(rows) == 12 and "qqbad" not in {r.id for r in rows}
+    assert {r.label for r in rows} <= {0.0, 1.0}
+
+
+def test_out_of_range_label_is_malformed(tmp_path):
+    (tmp_path / "s.csv").write_text("\tid\tsentence\tsentiment\n0\ta\tgood .\t7\n1\tb\tbad .\t1\n")
+    with pytest.warns(UserWarning, match="skipped 1"):
+        assert [e.id for e in read_examples(tmp_path / "s.csv", "sst")] == ["b"]
+
+
+def test_wrong_header_names_file_and_columns(tmp_path):
+    bad = tmp_path / "quora-train.csv"
+    bad.write_text("\tid\tquestion1\tquestion2\tlabel\n0\ta\tx\ty\t1\n")
+    with pytest.raises(DataError, match=r"quora-train.csv.*expected.*id, sentence1, sentence2, is_duplicate"):
+        load_quora(bad)
+
+
+def test_missing_folder_says_which_files_go_where(tmp_path):
+    with pytest.raises(DataError) as e:
+        check_data_dir(tmp_path / "nowhere")
+    msg = str(e.value)
+    for name in ("ids-sst-train.csv", "quora-dev.csv", "sts-test-student.csv", "ids-cfimdb-train.csv", "--data-dir"):
+        assert name in msg
+
+
+def test_pair_batches_stack_both_sentences(data, tok):
+    ds = load_datasets(data, tok, splits=("train",))["train"]["para"]
+    idx = [3, 0, 5]
+    batch = ds.collate(idx)
+    assert batch["input_ids"].shape[0] == 6 and batch["labels"].shape == (3,)
+    for row, (k, i) in enumerate([(0, 3), (0, 0), (0, 5), (1, 3), (1, 0), (1, 5)]):
+        n = int(batch["attention_mask"][row].sum())
+        assert batch["input_ids"][row, :n].tolist() == ds.ids[k][i]  # first sentences, then second
+        assert batch["input_ids"][row, n:].eq(tok.pad_id).all()
+
+
+def test_each_distinct_sentence_tokenized_once(data, tok):
+    calls = []
+
+    class Counting:
+        pad_id = tok.pad_id
+
+        def encode(self, text, max_length=None):
+            calls.append(text)
+            return tok.encode(text, max_length=max_length)
+
+    ex = load_sst(data / "ids-sst-train.csv")
+    TaskDataset("sst", ex + ex, Counting())
+    assert len(calls) == len({e.texts[0] for e in ex})
+
+
+def test_batches_cover_everything_once_with_little_padding(data, tok):
+    ds = load_datasets(data, tok, splits=("train",))["train"]["sts"]
+    batches = ds.batches(4, shuffle=True, generator=torch.Generator().manual_seed(0))
+    assert sorted(i for b in batches for i in b) == list(range(len(ds)))
+    assert real_token_fraction(batches, ds.lengths) > 0.8
+
+
+def test_real_files(data_path):
+    with pytest.warns(UserWarning, match="quora-dev.csv: skipped 1 malformed row"):
+        assert len(load_quora(data_path / "quora-dev.csv")) == 3999
+    assert len(read_examples(data_path / "ids-sst-test-student.csv", "sst")) == 2210
+    assert len(load_sts(data_path / "sts-dev.csv")) == 863

@@ -1,0 +1,217 @@
+"""The three tasks' data: CS224N-format CSVs -> tokenized datasets -> padded batches.
+
+    ids-sst-*.csv     id, sentence, sentiment         SST-5 sentiment, labels 0..4
+    ids-cfimdb-*.csv  id, sentence, sentiment         CFIMDB polarity, labels 0/1
+    quora-*.csv       id, sentence1, sentence2, is_duplicate    paraphrase, 0.0/1.0
+    sts-*.csv         id, sentence1, sentence2, similarity      similarity, 0.0..5.0
+    *-test-student.csv  the same without the label column
+
+The files are tab-separated with a header; the first, unnamed column is a row index we
+ignore (the test-student files even have two). Text fields may be quoted, so we read them
+with the csv module, never with str.split.
+
+Real files are dirty: a row whose label is missing or not a number is skipped, and one
+warning per file counts them (skipping is safer than guessing a label).
+
+Tokenization happens once per dataset, and once per distinct sentence (Quora repeats
+many). Sentence pairs are encoded as two separate sentences, not as one "[CLS] a [SEP] b
+[SEP]" sequence: the paper's paraphrase and similarity heads compare two mean-pooled
+sentence embeddings (section 4.2, a siamese encoder as in Sentence-BERT [5]). A pair batch
+stacks the B first sentences and the B second sentences into ONE (2B, T) batch, so the
+encoder runs once per step; the model splits the output in two halves.
+"""
+
+import csv
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from minibert.batching import bucketed_batches, pad_batch
+
+TASKS = ("sst", "para", "sts")
+
+# task -> (file prefix, text columns, label column, label kind)
+FORMATS = {
+    "sst": ("ids-sst", ("sentence",), "sentiment", "class"),
+    "cfimdb": ("ids-cfimdb", ("sentence",), "sentiment", "class"),
+    "para": ("quora", ("sentence1", "sentence2"), "is_duplicate", "binary"),
+    "sts": ("sts", ("sentence1", "sentence2"), "similarity", "score"),
+}
+NUM_CLASSES = {"sst": 5, "cfimdb": 2}
+SPLITS = ("train", "dev", "test")  # test = the unlabelled *-test-student.csv files
+
+
+class DataError(ValueError):
+    """A data file or folder that cannot be used; the message names the file."""
+
+
+def file_name(task: str, split: str) -> str:
+    prefix = FORMATS[task][0]
+    return f"{prefix}-{'test-student' if split == 'test' else split}.csv"
+
+
+def missing_data_message(folder) -> str:
+    lines = [f"data folder {folder} is missing files. It needs the CS224N multitask CSVs "
+             "(tab-separated, see data/README.md):"]
+    for task in ("sst", "para", "sts", "cfimdb"):
+        lines.append("  " + ", ".join(file_name(task, s) for s in SPLITS))
+    lines.append("Point --data-dir (or $MINIBERT_DATA) at that folder, "
+                 "or link it: ln -s ../shared/data data")
+    return "\n".join(lines)
+
+
+def check_data_dir(folder, tasks=TASKS, splits=("train", "dev")) -> Path:
+    """Fail early, listing which files go where, if the data folder lacks any needed file.
+    (Test files are optional: this project's data has no quora-test-student.csv.)"""
+    folder = Path(folder)
+    missing = [file_name(t, s) for t in tasks for s in splits if not (folder / file_name(t, s)).is_file()]
+    if missing:
+        raise DataError(missing_data_message(folder) + f"\nMissing: {', '.join(missing)}")
+    return folder
+
+
+# ---- reading examples ---------------------------------------------------------------------
+
+
+@dataclass
+class Example:
+    """One row: its id, one or two sentences, and its label (None in a test file)."""
+
+    id: str
+    texts: tuple  # (sentence,) or (sentence1, sentence2)
+    label: float = None  # class index (as a float holding an int), 0/1, or a 0..5 score
+
+
+def _parse_label(raw, kind, num_classes):
+    """The label as a number, or None if it is missing or out of range."""
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        return None
+    if kind == "class":
+        ok = value.is_integer() and 0 <= value < num_classes
+    elif kind == "binary":
+        ok = value in (0.0, 1.0)
+    else:
+        ok = 0.0 <= value <= 5.0
+    return value if ok else None
+
+
+def read_examples(path, task: str, labelled: bool = None) -> list:
+    """Read one CSV of `task` ("sst", "cfimdb", "para", "sts"). labelled=None: labelled
+    unless the file name says test-student. Malformed rows are skipped with one warning."""
+    path = Path(path)
+    _, text_cols, label_col, kind = FORMATS[task]
+    if labelled is None:
+        labelled = "test-student" not in path.name
+    expected = ("id", *text_cols) + ((label_col,) if labelled else ())
+    if not path.is_file():
+        raise DataError(f"{path}: no such file (a {task} file with columns {', '.join(expected)})")
+    examples, skipped = [], 0
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f, delimiter="\t")
+        columns = reader.fieldnames or []
+        if not set(expected) <= set(columns):
+            raise DataError(f"{path}: wrong header {columns}: expected tab-separated columns "
+                            f"{', '.join(expected)} (after an unnamed index column)")
+        for row in reader:
+            texts = tuple((row.get(c) or "").strip() for c in text_cols)
+            label = _parse_label(row.get(label_col), kind, NUM_CLASSES.get(task)) if labelled else None
+            if not row.get("id") or not all(texts) or (labelled and label is None):
+                skipped += 1
+                continue
+            examples.append(Example(row["id"], texts, label))
+    if skipped:
+        warnings.warn(f"{path}: skipped {skipped} malformed row(s) (empty or invalid "
+                      f"{label_col if labelled else 'text'} field)", stacklevel=2)
+    return examples
+
+
+def load_sst(path):
+    return read_examples(path, "sst")
+
+
+def load_cfimdb(path):
+    return read_examples(path, "cfimdb")
+
+
+def load_quora(path):
+    return read_examples(path, "para")
+
+
+def load_sts(path):
+    return read_examples(path, "sts")
+
+
+# ---- tokenized datasets and batches ---------------------------------------------------------
+
+
+class TaskDataset:
+    """A task split, tokenized once: `ids[k][i]` is the token ids of sentence k of example i.
+
+    `batches()` cuts it into length-bucketed batches of example indices and `collate()`
+    turns one batch into tensors:
+      single sentences: input_ids, attention_mask (B, T), labels (B,)
+      pairs:            input_ids, attention_mask (2B, T): rows 0..B-1 the first sentences,
+                        rows B..2B-1 the second ones, labels (B,)
+    """
+
+    def __init__(self, task, examples, tokenizer, max_length=128):
+        self.task = task
+        self.example_ids = [e.id for e in examples]
+        self.n_sentences = len(examples[0].texts) if examples else len(FORMATS[task][1])
+        self.pad_id = tokenizer.pad_id
+        cache = {}  # sentence -> ids: each distinct sentence is tokenized once
+
+        def encode(text):
+            if text not in cache:
+                cache[text] = tokenizer.encode(text, max_length=max_length)
+            return cache[text]
+
+        self.ids = [[encode(e.texts[k]) for e in examples] for k in range(self.n_sentences)]
+        self.labelled = bool(examples) and examples[0].label is not None
+        dtype = torch.long if FORMATS[task][3] == "class" else torch.float
+        self.labels = torch.tensor([e.label for e in examples], dtype=dtype) if self.labelled else None
+        # a pair batch is as long as its longest sentence, so bucket pairs by the longer one
+        self.lengths = [max(len(s[i]) for s in self.ids) for i in range(len(self))]
+
+    def __len__(self):
+        return len(self.example_ids)
+
+    def batches(self, batch_size, shuffle=False, generator=None) -> list:
+        return bucketed_batches(self.lengths, batch_size, shuffle=shuffle, generator=generator)
+
+    def collate(self, indices) -> dict:
+        rows = [self.ids[k][i] for k in range(self.n_sentences) for i in indices]
+        batch = pad_batch(rows, pad_id=self.pad_id)  # (n_sentences * B, T)
+        del batch["token_type_ids"]  # all zeros: every row is a single sentence
+        if self.labelled:
+            batch["labels"] = self.labels[indices]  # (B,)
+        return batch
+
+    def subset(self, n, seed=0) -> "TaskDataset":
+        """A random subset of n examples (all if n is None or larger): for quick runs."""
+        if n is None or n >= len(self):
+            return self
+        keep = sorted(torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n].tolist())
+        out = object.__new__(TaskDataset)
+        out.__dict__.update(self.__dict__)
+        out.example_ids = [self.example_ids[i] for i in keep]
+        out.ids = [[s[i] for i in keep] for s in self.ids]
+        out.labels = self.labels[keep] if self.labelled else None
+        out.lengths = [self.lengths[i] for i in keep]
+        return out
+
+
+def load_datasets(folder, tokenizer, tasks=TASKS, splits=SPLITS, limit=None, max_length=128,
+                  seed=0) -> dict:
+    """{split: {task: TaskDataset}} for every task and split whose file exists (train and
+    dev must); `limit` keeps a random subset of at most `limit` examples per task and split
+    (quick runs, tests)."""
+    folder = check_data_dir(folder, tasks, [s for s in splits if s != "test"])
+    return {split: {task: TaskDataset(task, read_examples(folder / file_name(task, split), task),
+                                      tokenizer, max_length).subset(limit, seed)
+                    for task in tasks if (folder / file_name(task, split)).is_file()}
+            for split in splits}
