@@ -1,0 +1,112 @@
+"""The task heads (minibert/heads.py, paper section 4.2), against torch's own functions."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings, strategies as st
+
+from minibert.config import BertConfig
+from minibert.heads import MultitaskBERT, mean_pool
+from minibert.model import BertModel
+from minibert.checkpoint import WeightsError
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=32)
+    return MultitaskBERT(BertModel(config), dropout=0.1).eval()
+
+
+def random_batch(B, lengths, seed):
+    g = torch.Generator().manual_seed(seed)
+    T = max(lengths)
+    ids = torch.randint(5, 50, (B, T), generator=g)
+    mask = (torch.arange(T)[None] < torch.tensor(lengths)[:, None]).long()  # (B, T)
+    return ids * mask, mask
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.integers(1, 9), min_size=1, max_size=5), st.integers(0, 2**16))
+def test_mean_pool_ignores_padding(lengths, seed):
+    h = torch.randn(len(lengths), max(lengths) + 2, 8, generator=torch.Generator().manual_seed(seed))
+    mask = (torch.arange(h.shape[1])[None] < torch.tensor(lengths)[:, None]).long()
+    expected = torch.stack([h[i, :n].mean(0) for i, n in enumerate(lengths)])
+    torch.testing.assert_close(mean_pool(h, mask), expected)
+
+
+def test_pair_predictions_do_not_depend_on_padding_or_batching(model):
+    ids1, m1 = random_batch(3, [4, 7, 2], 0)
+    ids2, m2 = random_batch(3, [6, 3, 5], 1)
+    with torch.no_grad():
+        batched = model.predict_paraphrase(ids1, m1, ids2, m2), model.predict_similarity(ids1, m1, ids2, m2)
+        for i in range(3):  # each pair alone, without any padding
+            a = ids1[i:i + 1, :m1[i].sum()], m1[i:i + 1, :m1[i].sum()]
+            b = ids2[i:i + 1, :m2[i].sum()], m2[i:i + 1, :m2[i].sum()]
+            torch.testing.assert_close(model.predict_paraphrase(*a, *b)[0], batched[0][i], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(model.predict_similarity(*a, *b)[0], batched[1][i], atol=1e-5, rtol=1e-5)
+
+
+def test_similarity_is_five_times_torch_cosine(model):
+    ids1, m1 = random_batch(4, [4, 7, 2, 5], 2)
+    ids2, m2 = random_batch(4, [6, 3, 5, 1], 3)
+    with torch.no_grad():
+        got = model.predict_similarity(ids1, m1, ids2, m2)
+        h1, h2 = model.bert(ids1, m1)["last_hidden_state"], model.bert(ids2, m2)["last_hidden_state"]
+        expected = 5 * F.cosine_similarity(mean_pool(h1, m1), mean_pool(h2, m2), dim=-1)
+    torch.testing.assert_close(got, expected)
+    assert got.abs().max() <= 5
+
+
+def test_sentiment_uses_alpha_weighted_cls_and_mean(model):
+    ids, mask = random_batch(3, [5, 2, 4], 4)
+    with torch.no_grad():
+        h = model.bert(ids, mask)["last_hidden_state"]
+        s = 0.5 * h[:, 0] + 0.5 * mean_pool(h, mask)  # eq. 1
+        expected = model.sst_out(model.sst_norm(F.relu(model.sst_hidden(s))))  # eval: no dropout
+        got = model.predict_sentiment(ids, mask)
+    assert got.shape == (3, 5)
+    torch.testing.assert_close(got, expected)
+
+
+def test_losses_are_the_papers(model):
+    ids1, m1 = random_batch(4, [4, 7, 2, 5], 5)
+    ids2, m2 = random_batch(4, [6, 3, 5, 1], 6)
+    stacked = MultitaskBERT.stack_pair(ids1, m1, ids2, m2)
+    batch = {"input_ids": stacked[0], "attention_mask": stacked[1]}
+    with torch.no_grad():
+        y = torch.tensor([1.0, 0.0, 1.0, 0.0])
+        p = model.predict_paraphrase(ids1, m1, ids2, m2).sigmoid()
+        eq5 = -(y * p.log() + (1 - y) * (1 - p).log()).mean()  # eq. 5 (with its minus sign)
+        torch.testing.assert_close(model.loss("para", {**batch, "labels": y}), eq5)
+        s = torch.tensor([0.0, 2.5, 5.0, 1.0])
+        eq3 = ((model.predict_similarity(ids1, m1, ids2, m2) - s) ** 2).mean()
+        torch.testing.assert_close(model.loss("sts", {**batch, "labels": s}), eq3)
+        c = torch.tensor([0, 4, 2, 1])
+        sb = {"input_ids": ids1, "attention_mask": m1, "labels": c}
+        torch.testing.assert_close(model.loss("sst", sb), F.nll_loss(model.predict_sentiment(ids1, m1).log_softmax(-1), c))
+
+
+def test_frozen_encoder_gets_no_gradient_and_no_dropout(model):
+    model.freeze_encoder(True).train()
+    try:
+        assert not model.bert.training and model.training
+        ids, mask = random_batch(2, [3, 5], 7)
+        model.loss("sst", {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([1, 2])}).backward()
+        assert all(p.grad is None for p in model.bert.parameters())
+        assert model.sst_out.weight.grad is not None
+    finally:
+        model.freeze_encoder(False).eval()
+        model.zero_grad(set_to_none=True)
+
+
+def test_save_load_round_trip(model, tmp_path):
+    model.save(tmp_path / "ckpt")
+    loaded = MultitaskBERT.load(tmp_path / "ckpt")
+    ids, mask = random_batch(3, [5, 2, 4], 8)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.predict_sentiment(ids, mask), model.predict_sentiment(ids, mask), rtol=0, atol=0)
+    assert loaded.hparams == model.hparams
+    with pytest.raises(WeightsError, match="not a MultitaskBERT checkpoint"):
+        MultitaskBERT.load(tmp_path)

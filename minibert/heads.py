@@ -1,0 +1,217 @@
+"""MultitaskBERT: one shared BERT encoder and three task heads (paper section 4.2, fig. 2).
+
+    sentence(s) --BERT--> h (B, T, C) --+--> SST head   -> 5 class logits      (eq. 1-2)
+                                        +--> PD head    -> paraphrase logit    (eq. 4-5)
+                                        +--> STS "head" -> similarity in [-5, 5] (eq. 3)
+
+Sentence embeddings (eq. 1): the mean of the last hidden states over the real tokens
+(padding excluded), and for SST a weighted sum alpha1 * e_[CLS] + alpha2 * mean.
+
+Pairs (paraphrase, similarity) are siamese: each sentence is encoded on its own and the two
+embeddings are compared, as in Sentence-BERT (the paper's ref. [5]). The training batches
+stack both sentences of B pairs into one (2B, T) batch (see data.py) so BERT runs once.
+
+A checkpoint folder holds the whole model:
+    DIR/encoder/        config.json, model.safetensors, vocab.txt (Hugging Face format)
+    DIR/heads.safetensors   the heads' parameters
+    DIR/heads.json          the heads' hyperparameters
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from minibert.checkpoint import WeightsError, read_safetensors, write_json, write_safetensors
+from minibert.model import BertModel
+
+
+def mean_pool(h, attention_mask):
+    """Mean of the hidden states over real tokens: h (B, T, C), mask (B, T) -> (B, C)."""
+    # BEGIN SOLUTION
+    m = attention_mask.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
+    return (h * m).sum(1) / m.sum(1).clamp_min(1.0)  # (B, C)
+    # END SOLUTION
+
+
+class MultitaskBERT(nn.Module):
+    HPARAMS = ("dropout", "alpha1", "alpha2", "sst_hidden", "num_labels")
+
+    def __init__(self, bert: BertModel, dropout=0.1, alpha1=0.5, alpha2=0.5, sst_hidden=None,
+                 num_labels=5):
+        super().__init__()
+        C = bert.config.hidden_size
+        sst_hidden = sst_hidden or C
+        self.bert = bert
+        self.hparams = dict(dropout=dropout, alpha1=alpha1, alpha2=alpha2, sst_hidden=sst_hidden,
+                            num_labels=num_labels)
+        self.alpha1, self.alpha2 = alpha1, alpha2
+        # SST: a 2-layer feed-forward network; ReLU, LayerNorm and dropout on the first layer
+        self.sst_hidden = nn.Linear(C, sst_hidden)
+        self.sst_norm = nn.LayerNorm(sst_hidden)
+        self.sst_out = nn.Linear(sst_hidden, num_labels)
+        # Paraphrase: per sentence Linear + ReLU + dropout, then one linear layer on 4 features
+        self.para_proj = nn.Linear(C, C)
+        self.para_out = nn.Linear(4 * C, 1)
+        self.dropout = nn.Dropout(dropout)
+        # STS has no parameters (eq. 3)
+        self.encoder_frozen = False
+
+    # ---- which parameters belong to what -------------------------------------------------
+
+    def head_parameters(self, task):
+        """The parameters only `task` uses (STS has none)."""
+        modules = {"sst": [self.sst_hidden, self.sst_norm, self.sst_out],
+                   "para": [self.para_proj, self.para_out], "sts": []}[task]
+        return [p for m in modules for p in m.parameters()]
+
+    def freeze_encoder(self, frozen=True):
+        """Freeze BERT (baseline and single-task stages): no gradients, and kept in eval mode
+        so its outputs are deterministic features (no dropout) and it runs under no_grad."""
+        self.encoder_frozen = frozen
+        for p in self.bert.parameters():
+            p.requires_grad_(not frozen)
+        return self.train(self.training)
+
+    def train(self, mode=True):
+        super().train(mode)
+        if self.encoder_frozen:
+            self.bert.eval()
+        return self
+
+    # ---- embeddings ---------------------------------------------------------------------
+
+    def encode(self, input_ids, attention_mask):
+        """BERT's last hidden states (B, T, C); without autograd when the encoder is frozen."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.encoder_frozen):
+            return self.bert(input_ids, attention_mask)["last_hidden_state"]
+
+    def pair_embeddings(self, input_ids, attention_mask):
+        """A stacked pair batch (2B, T) -> the mean-pooled embeddings u, v: (B, C) each."""
+        e = mean_pool(self.encode(input_ids, attention_mask), attention_mask).float()  # (2B, C)
+        return e.chunk(2)
+
+    @staticmethod
+    def stack_pair(ids1, mask1, ids2, mask2):
+        """Two (B, T1), (B, T2) batches -> one (2B, max(T1, T2)) batch, right-padded."""
+        T = max(ids1.shape[1], ids2.shape[1])
+        pad = lambda x: F.pad(x, (0, T - x.shape[1]))  # pad id and mask value are both 0
+        return torch.cat([pad(ids1), pad(ids2)]), torch.cat([pad(mask1), pad(mask2)])
+
+    # ---- the three tasks: forward from a batch of data.py --------------------------------
+
+    def sentiment_logits(self, input_ids, attention_mask):
+        """(B, T) -> (B, num_labels) class logits (eq. 1-2)."""
+        # BEGIN SOLUTION
+        h = self.encode(input_ids, attention_mask)  # (B, T, C)
+        s = self.alpha1 * h[:, 0] + self.alpha2 * mean_pool(h, attention_mask)  # (B, C), eq. 1
+        s = self.dropout(self.sst_norm(F.relu(self.sst_hidden(s.float()))))  # (B, H)
+        return self.sst_out(s)  # (B, num_labels); argmax is the prediction (eq. 2)
+        # END SOLUTION
+
+    def paraphrase_logit(self, input_ids, attention_mask):
+        """Stacked pairs (2B, T) -> (B,) logits of "is a paraphrase" (eq. 4)."""
+        # BEGIN SOLUTION
+        u, v = self.pair_embeddings(input_ids, attention_mask)  # (B, C) each
+        u = self.dropout(F.relu(self.para_proj(u)))  # s1' (B, C)
+        v = self.dropout(F.relu(self.para_proj(v)))  # s2' (B, C), same layer: siamese
+        features = torch.cat([u, v, (u - v) ** 2, (u - v).abs()], dim=-1)  # (B, 4C)
+        return self.para_out(features).squeeze(-1)  # (B,); sigmoid gives the probability
+        # END SOLUTION
+
+    def similarity_score(self, input_ids, attention_mask, eps=1e-8):
+        """Stacked pairs (2B, T) -> (B,) scaled cosine similarity in [-5, 5] (eq. 3)."""
+        # BEGIN SOLUTION
+        u, v = self.pair_embeddings(input_ids, attention_mask)  # (B, C) each
+        cos = (u * v).sum(-1) / (u.norm(dim=-1) * v.norm(dim=-1)).clamp_min(eps)  # (B,)
+        return 5.0 * cos
+        # END SOLUTION
+
+    def loss(self, task, batch):
+        """The task's training loss on a batch of data.py (a 0-dim tensor)."""
+        ids, mask, y = batch["input_ids"], batch["attention_mask"], batch["labels"]
+        if task == "sst":
+            return F.cross_entropy(self.sentiment_logits(ids, mask), y)
+        if task == "para":
+            # eq. 5 is binary cross-entropy of sigmoid(logit); BCE-with-logits computes the
+            # same loss from the logit via log-sigmoid, which does not overflow or log(0)
+            return F.binary_cross_entropy_with_logits(self.paraphrase_logit(ids, mask), y)
+        if task == "sts":
+            return F.mse_loss(self.similarity_score(ids, mask), y)  # eq. 3
+        raise ValueError(f"unknown task {task!r}: expected sst, para or sts")
+
+    def predict(self, task, batch):
+        """Outputs to average in an ensemble: SST class probabilities (B, 5), paraphrase
+        probabilities (B,), similarity scores (B,)."""
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        if task == "sst":
+            return self.sentiment_logits(ids, mask).float().softmax(-1)
+        if task == "para":
+            return self.paraphrase_logit(ids, mask).float().sigmoid()
+        return self.similarity_score(ids, mask).float()
+
+    # ---- the CS224N starter code's names ---------------------------------------------------
+
+    def predict_sentiment(self, input_ids, attention_mask):
+        """(B, T) -> (B, 5) logits."""
+        return self.sentiment_logits(input_ids, attention_mask)
+
+    def predict_paraphrase(self, input_ids_1, attention_mask_1, input_ids_2, attention_mask_2):
+        """Two (B, T) batches -> (B,) logits (the probability is their sigmoid)."""
+        return self.paraphrase_logit(*self.stack_pair(input_ids_1, attention_mask_1,
+                                                      input_ids_2, attention_mask_2))
+
+    def predict_similarity(self, input_ids_1, attention_mask_1, input_ids_2, attention_mask_2):
+        """Two (B, T) batches -> (B,) similarity scores in [-5, 5]."""
+        return self.similarity_score(*self.stack_pair(input_ids_1, attention_mask_1,
+                                                      input_ids_2, attention_mask_2))
+
+    # ---- save and load -----------------------------------------------------------------
+
+    def save(self, folder, vocab=None):
+        """Write the checkpoint folder (see the module docstring); `vocab`: a vocab.txt to copy."""
+        folder = Path(folder)
+        self.bert.save_pretrained(folder / "encoder")
+        if vocab is not None and Path(vocab).resolve() != (folder / "encoder" / "vocab.txt").resolve():
+            shutil.copyfile(vocab, folder / "encoder" / "vocab.txt")
+        heads = {k: v for k, v in self.state_dict().items() if not k.startswith("bert.")}
+        write_safetensors(heads, folder / "heads.safetensors")
+        write_json(self.hparams, folder / "heads.json")
+
+    @classmethod
+    def load(cls, folder, **overrides):
+        """Load a checkpoint folder written by `save`; `overrides` replace hyperparameters
+        (e.g. dropout). Returns the model in eval mode."""
+        folder = Path(folder)
+        if not (folder / "heads.json").is_file():
+            raise WeightsError(f"{folder}: not a MultitaskBERT checkpoint (no heads.json; "
+                               "expected encoder/, heads.safetensors, heads.json)")
+        hparams = {**json.loads((folder / "heads.json").read_text()), **overrides}
+        model = cls(BertModel.from_pretrained(folder / "encoder"), **hparams)
+        heads = read_safetensors(folder / "heads.safetensors")
+        missing, unexpected = model.load_state_dict(heads, strict=False)
+        missing = [k for k in missing if not k.startswith("bert.")]
+        if missing or unexpected:
+            raise WeightsError(f"{folder / 'heads.safetensors'}: "
+                               + (f"missing key {missing[0]!r}" if missing else f"unexpected key {unexpected[0]!r}"))
+        return model.eval()
+
+
+def is_checkpoint(folder) -> bool:
+    return (Path(folder) / "heads.json").is_file()
+
+
+def vocab_path(folder) -> Path:
+    """The vocab.txt of a BERT folder or of a MultitaskBERT checkpoint folder."""
+    folder = Path(folder)
+    return folder / "encoder" / "vocab.txt" if is_checkpoint(folder) else folder / "vocab.txt"
+
+
+def load_model(folder, **hparams) -> MultitaskBERT:
+    """A checkpoint folder (encoder and heads), or a BERT folder (new heads, `hparams`)."""
+    if is_checkpoint(folder):
+        return MultitaskBERT.load(folder, **{k: v for k, v in hparams.items() if k == "dropout"})
+    return MultitaskBERT(BertModel.from_pretrained(folder), **hparams)
