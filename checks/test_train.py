@@ -1,0 +1,220 @@
+"""Training stages and schedules (minibert/train.py), prediction files, resume, DDP, report.
+
+Everything runs on a tiny random BERT and tiny CSVs (checks/tiny_world.py), on the CPU.
+"""
+
+import csv
+import json
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from minibert import evaluate, report, train
+from minibert.checkpoint import latest_checkpoint, read_safetensors
+from minibert.data import DataError, load_datasets
+from minibert.heads import load_model
+from minibert.runtime import seed_everything
+from minibert.tokenizer import WordPieceTokenizer
+from tiny_world import make_world
+
+FAST = ["--epochs", "3", "--batch-size", "8", "--lr", "1e-3", "--lr-schedule", "constant", "--no-progress"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny matrices: one thread is fastest, and on a busy shared CPU several threads
+    spin-waiting for each other are 10-40x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return make_world(tmp_path_factory.mktemp("world"))
+
+
+def run(world, out, *extra):
+    weights, data = world
+    argv = ["--data-dir", str(data), "--out", str(out), *FAST, *extra]
+    if "--weights" not in extra:
+        argv += ["--weights", str(weights)]
+    assert train.main(argv) == 0
+    return out
+
+
+def train_losses(model, world, tasks):
+    """Mean loss of each task over the whole (tiny) training set, in eval mode."""
+    tok = WordPieceTokenizer.from_vocab(world[0] / "vocab.txt")
+    sets = load_datasets(world[1], tok, splits=("train",))["train"]
+    model.eval()
+    with torch.no_grad():
+        return {t: model.loss(t, sets[t].collate(list(range(len(sets[t]))))).item() for t in tasks}
+
+
+@pytest.fixture(scope="module")
+def rr_run(world, tmp_path_factory):
+    return run(world, tmp_path_factory.mktemp("runs") / "rr", "--stage", "multitask", "--schedule", "round-robin")
+
+
+def initial_model(world, folder=None):
+    seed_everything(0)  # the run's seed: the same head initialisation as the run's
+    return load_model(folder or world[0], dropout=0.1)
+
+
+@pytest.mark.parametrize("stage, schedule", [("baseline", "round-robin"), ("multitask", "random"),
+                                             ("multitask", "pcgrad")])
+def test_each_schedule_lowers_the_loss(world, tmp_path, stage, schedule):
+    out = run(world, tmp_path / "r", "--stage", stage, "--schedule", schedule)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    trained = {t for r in rows for t in r["train_loss"]} - ({"sts"} if stage == "baseline" else set())
+    assert trained, "no task was trained"
+    before = train_losses(initial_model(world), world, trained)
+    after = train_losses(load_model(out / "best"), world, trained)
+    for t in trained:
+        assert after[t] < before[t], (t, before[t], after[t])
+
+
+def test_round_robin_and_single_task(world, rr_run, tmp_path):
+    tasks = ("sst", "para", "sts")
+    before = train_losses(initial_model(world), world, tasks)
+    mt = train_losses(load_model(rr_run / "best"), world, tasks)
+    assert all(mt[t] < before[t] for t in tasks), (before, mt)
+    # single-task: the encoder is frozen, the heads go on from the multitask checkpoint
+    st = run(world, tmp_path / "st", "--stage", "single-task", "--weights", str(rr_run / "best"))
+    a, b = load_model(rr_run / "best"), load_model(st / "best")
+    for (name, p), q in zip(a.bert.named_parameters(), b.bert.parameters()):
+        assert torch.equal(p, q), name
+    assert not torch.equal(a.sst_out.weight, b.sst_out.weight)
+    st_losses = train_losses(b, world, ("sst", "para"))
+    assert st_losses["sst"] < mt["sst"] and st_losses["para"] < mt["para"]
+
+
+def test_random_schedule_follows_the_probabilities(world):
+    args = train.parse_args(["--out", "x", "--schedule", "random", "--task-probs", "para=1/4,sts=1,sst=0"])
+    tok = WordPieceTokenizer.from_vocab(world[0] / "vocab.txt")
+    sets = load_datasets(world[1], tok, splits=("train",))["train"]
+    firsts, seen = set(), {"sst": 0, "para": 0, "sts": 0}
+    for epoch in range(200):
+        plan = train.epoch_plan(args, sets, epoch)
+        tasks = list(dict.fromkeys(step[0][0] for step in plan))  # the epoch's task order
+        for t in tasks:
+            seen[t] += 1
+            assert sum(len(idx) for s in plan for task, idx in s if task == t) == len(sets[t])
+        firsts.add(tasks[0])
+    assert seen["sst"] == 0 and seen["sts"] == 200 and 30 <= seen["para"] <= 70
+    assert firsts == {"para", "sts"}  # the order is shuffled
+
+
+def test_pcgrad_plan_draws_equal_samples(world):
+    args = train.parse_args(["--out", "x", "--schedule", "pcgrad", "--pcgrad-samples", "20", "--batch-size", "8"])
+    tok = WordPieceTokenizer.from_vocab(world[0] / "vocab.txt")
+    sets = load_datasets(world[1], tok, splits=("train",))["train"]
+    plan = train.epoch_plan(args, sets, 0)
+    assert len(plan) == 3 and all([t for t, _ in step] == ["sst", "para", "sts"] for step in plan)
+    for k, t in enumerate(["sst", "para", "sts"]):
+        assert sum(len(step[k][1]) for step in plan) == 20
+
+
+@pytest.mark.parametrize("schedule", ["round-robin", "pcgrad"])
+def test_resume_equals_uninterrupted_bitwise(world, tmp_path, schedule):
+    args = ["--epochs", "2", "--schedule", schedule]
+    full = run(world, tmp_path / "full", *args)
+    part = run(world, tmp_path / "part", *args, "--stop-after-step", "4")  # mid-epoch 1
+    assert not (part / "summary.json").exists()
+    run(world, tmp_path / "part", *args, "--resume")
+    a = read_safetensors(latest_checkpoint(full / "checkpoints") / "model.safetensors")
+    b = read_safetensors(latest_checkpoint(part / "checkpoints") / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    strip = lambda p: [{k: v for k, v in json.loads(x).items() if k not in ("time", "run", "train_time", "sent_per_s")}
+                       for x in (p / "metrics.jsonl").read_text().splitlines()]
+    assert strip(full) == strip(part)
+    for f in ("sst-dev-output.csv", "para-test-output.csv", "sts-dev-output.csv"):
+        assert (full / "predictions" / f).read_text() == (part / "predictions" / f).read_text()
+
+
+def read_rows(path, delimiter=","):
+    with open(path, newline="") as f:
+        return list(csv.reader(f, delimiter=delimiter))
+
+
+def test_prediction_files(world, rr_run):
+    data = world[1]
+    for task, prefix, header in [("sst", "ids-sst", "Predicted_Sentiment"), ("para", "quora", "Predicted_Is_Paraphrase"),
+                                 ("sts", "sts", "Predicted_Similiarity")]:
+        for split, source in [("dev", f"{prefix}-dev.csv"), ("test", f"{prefix}-test-student.csv")]:
+            rows = read_rows(rr_run / "predictions" / f"{task}-{split}-output.csv")
+            assert rows[0] == ["id", header]
+            src = read_rows(data / source, "\t")
+            ids = [r[src[0].index("id")] for r in src[1:] if len(r) == len(src[0]) and r[-1] != ""]  # minus the malformed row
+            assert [r[0] for r in rows[1:]] == ids
+            values = [float(r[1]) for r in rows[1:]]
+            allowed = {"sst": lambda v: v in range(5), "para": lambda v: v in (0, 1), "sts": lambda v: -5 <= v <= 5}
+            assert all(map(allowed[task], values)), (task, split, values)
+
+
+def test_predict_and_ensemble_commands(world, rr_run, tmp_path, capsys):
+    out = tmp_path / "sts.csv"
+    assert evaluate.predict_main(["--checkpoint", str(rr_run / "best"), "--task", "sts",
+                                  "--input", str(world[1] / "sts-dev.csv"), "--output", str(out)]) == 0
+    assert out.read_text() == (rr_run / "predictions" / "sts-dev-output.csv").read_text()
+    assert "sts_r" in capsys.readouterr().out
+    # an ensemble of one model twice is that model
+    assert evaluate.ensemble_main(["--checkpoints", str(rr_run / "best"), str(rr_run / "best"),
+                                   "--data-dir", str(world[1]), "--out", str(tmp_path / "ens")]) == 0
+    got = json.loads((tmp_path / "ens" / "metrics.json").read_text())["dev"]
+    want = json.loads((rr_run / "summary.json").read_text())["dev"]
+    assert got == pytest.approx(want, abs=1e-6)
+
+
+def test_bad_input(world, rr_run, tmp_path):
+    with pytest.raises(SystemExit, match="already holds a run"):
+        run(world, rr_run)
+    with pytest.raises(DataError, match="ids-sst-train.csv"):
+        train.main(["--out", str(tmp_path / "x"), "--weights", str(world[0]), "--data-dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match="task-probs"):
+        train.parse_args(["--out", "x", "--task-probs", "para=2"])
+
+
+def test_results_table_and_plot(rr_run, tmp_path):
+    assert report.main(["--runs", str(rr_run.parent), "--out", str(tmp_path)]) == 0
+    md = (tmp_path / "table.md").read_text()
+    assert "| rr | multitask (round-robin) |" in md and "PD acc" in md
+    if (tmp_path / "learning_curves.png").exists():
+        assert (tmp_path / "learning_curves.png").stat().st_size < 200_000
+
+
+# ---- two processes, gloo, CPU -----------------------------------------------------------
+
+
+def _ddp_worker(rank, world_size, port, world, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    args = train.parse_args(["--weights", str(world[0]), "--data-dir", str(world[1]), "--out", str(out),
+                             "--device", "cpu", *FAST, "--epochs", "2", "--schedule", os.environ["SCHEDULE"]])
+    model = train.run(args)
+    torch.save({k: v.clone() for k, v in model.state_dict().items()}, out.parent / f"rank{rank}.pt")
+
+
+@pytest.mark.parametrize("schedule", ["round-robin", "pcgrad"])
+def test_two_processes_take_the_same_steps(world, tmp_path, schedule):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ["SCHEDULE"] = schedule
+    try:
+        mp.spawn(_ddp_worker, args=(2, port, world, tmp_path / "ddp"), nprocs=2)
+    finally:
+        del os.environ["SCHEDULE"]
+    a = torch.load(tmp_path / "rank0.pt")
+    b = torch.load(tmp_path / "rank1.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    initial = initial_model(world).state_dict()
+    assert not torch.equal(a["bert.encoder.layer.0.attention.self.query.weight"],
+                           initial["bert.encoder.layer.0.attention.self.query.weight"])
+    assert (tmp_path / "ddp" / "summary.json").is_file()

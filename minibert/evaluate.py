@@ -1,0 +1,184 @@
+"""Metrics, prediction files and ensembles (paper sections 4.3 and 5.2).
+
+    SST and paraphrase: accuracy.  STS: Pearson's r.  Overall: their unweighted mean.
+
+Prediction files use the CS224N format, cleaned up: a header `id,Predicted_Sentiment`
+(`Predicted_Is_Paraphrase`, `Predicted_Similiarity`, the starter code's spelling, so
+existing graders read it) and one `id,value` line per example, in the input file's order:
+    sst-dev-output.csv  para-dev-output.csv  sts-dev-output.csv  (and -test- for test-student)
+
+`python -m minibert predict --checkpoint DIR --task sst --input CSV --output CSV`
+`python -m minibert ensemble --checkpoints A B C --out DIR`
+"""
+
+import argparse
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from minibert.data import FORMATS, TASKS, TaskDataset, file_name, load_datasets, read_examples
+from minibert.heads import load_model, vocab_path
+from minibert.paths import data_dir
+from minibert.runtime import autocast, pick_device
+from minibert.tokenizer import WordPieceTokenizer
+
+HEADERS = {"sst": "Predicted_Sentiment", "para": "Predicted_Is_Paraphrase", "sts": "Predicted_Similiarity"}
+METRICS = {"sst": "sst_acc", "para": "para_acc", "sts": "sts_r"}
+
+
+def accuracy(pred, gold) -> float:
+    pred, gold = np.asarray(pred), np.asarray(gold)
+    return float((pred == gold).mean())
+
+
+def pearson_r(x, y) -> float:
+    """r = sum (x - mean x)(y - mean y) / sqrt(sum (x - mean x)^2 sum (y - mean y)^2), float64."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    dx, dy = x - x.mean(), y - y.mean()
+    denom = np.sqrt((dx * dx).sum() * (dy * dy).sum())
+    return float((dx * dy).sum() / denom) if denom > 0 else 0.0
+
+
+def to_labels(task, outputs):
+    """Model outputs (see MultitaskBERT.predict) -> predicted labels."""
+    if task == "sst":
+        return outputs.argmax(-1)  # class of highest probability (eq. 2)
+    if task == "para":
+        return (outputs > 0.5).long()
+    return outputs  # a similarity score is its own prediction
+
+
+def score(task, outputs, labels) -> float:
+    pred = to_labels(task, outputs).cpu().numpy()
+    gold = labels.cpu().numpy()
+    return pearson_r(pred, gold) if task == "sts" else accuracy(pred, gold.astype(np.int64))
+
+
+@torch.inference_mode()
+def predict_dataset(model, ds: TaskDataset, device, batch_size=256):
+    """Outputs for every example of `ds`, in its order: batches sorted by length (little
+    padding) and large (no gradients to keep), put back in order at the end."""
+    was_training = model.training
+    model.eval()
+    outputs, order = [], []
+    for idx in ds.batches(batch_size, shuffle=False):
+        batch = {k: v.to(device, non_blocking=True) for k, v in ds.collate(idx).items()}
+        with autocast(device):
+            outputs.append(model.predict(ds.task, batch).float())
+        order += idx
+    model.train(was_training)
+    if not outputs:
+        return torch.empty(0)
+    out = torch.cat(outputs).cpu()
+    result = torch.empty_like(out)
+    result[torch.tensor(order)] = out
+    return result
+
+
+def metrics_from_outputs(outputs: dict, datasets: dict) -> dict:
+    m = {METRICS[t]: score(t, outputs[t], datasets[t].labels) for t in outputs if datasets[t].labelled}
+    if m:
+        m["overall"] = sum(m.values()) / len(m)  # unweighted mean (section 5.2)
+    return m
+
+
+def evaluate(model, datasets: dict, device, batch_size=256):
+    """{task: TaskDataset} -> ({"sst_acc", "para_acc", "sts_r", "overall"}, {task: outputs})."""
+    outputs = {t: predict_dataset(model, ds, device, batch_size) for t, ds in datasets.items()}
+    return metrics_from_outputs(outputs, datasets), outputs
+
+
+def write_predictions(path, task, ids, outputs) -> None:
+    """One CS224N prediction file: header `id,<column>`, then `id,value` lines."""
+    labels = to_labels(task, outputs).tolist()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", HEADERS[task]])
+        for i, v in zip(ids, labels):
+            w.writerow([i, f"{v:.4f}" if task == "sts" else int(v)])
+
+
+def write_split_predictions(folder, split, datasets: dict, outputs: dict) -> list:
+    """{task}-{split}-output.csv for every task of a split; returns the paths."""
+    paths = []
+    for task, out in outputs.items():
+        path = Path(folder) / f"{task}-{split}-output.csv"
+        write_predictions(path, task, datasets[task].example_ids, out)
+        paths.append(path)
+    return paths
+
+
+# ---- command line ----------------------------------------------------------------------
+
+
+def predict_main(argv=None) -> int:
+    """Write predictions of one checkpoint for any CSV in the CS224N format of a task."""
+    p = argparse.ArgumentParser(prog="python -m minibert predict", description=predict_main.__doc__)
+    p.add_argument("--checkpoint", required=True, help="a MultitaskBERT folder (e.g. runs/NAME/best)")
+    p.add_argument("--task", required=True, choices=TASKS)
+    p.add_argument("--input", required=True, help="a CSV of the task (labels optional)")
+    p.add_argument("--output", required=True, help="the prediction CSV to write")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--max-length", type=int, default=128)
+    args = p.parse_args(argv)
+    device = pick_device(args.device)
+    model = load_model(args.checkpoint).to(device)
+    tok = WordPieceTokenizer.from_vocab(vocab_path(args.checkpoint))
+    ds = _read_any(args.input, args.task, tok, args.max_length)
+    out = predict_dataset(model, ds, device, args.batch_size)
+    write_predictions(args.output, args.task, ds.example_ids, out)
+    msg = f"wrote {len(ds)} predictions to {args.output}"
+    if ds.labelled:
+        msg += f" ({METRICS[args.task]} = {score(args.task, out, ds.labels):.4f})"
+    print(msg)
+    return 0
+
+
+def _read_any(path, task, tok, max_length):
+    """A CSV with or without labels: labelled if its header has the label column."""
+    with open(path, newline="", encoding="utf-8") as f:
+        header = next(csv.reader(f, delimiter="\t"), [])
+    labelled = FORMATS[task][2] in header
+    return TaskDataset(task, read_examples(path, task, labelled=labelled), tok, max_length)
+
+
+def ensemble_main(argv=None) -> int:
+    """Average the outputs of several checkpoints (SST probabilities, paraphrase
+    probabilities, STS scores), evaluate on dev and write dev and test prediction files."""
+    p = argparse.ArgumentParser(prog="python -m minibert ensemble", description=ensemble_main.__doc__)
+    p.add_argument("--checkpoints", nargs="+", required=True, help="MultitaskBERT folders")
+    p.add_argument("--out", required=True, help="folder for metrics.json and predictions/")
+    p.add_argument("--data-dir")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--limit", type=int, help="at most this many examples per task and split")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--max-length", type=int, default=128)
+    args = p.parse_args(argv)
+    from minibert.checkpoint import write_json
+
+    device = pick_device(args.device)
+    sums, data = {}, {}
+    for ckpt in args.checkpoints:
+        model = load_model(ckpt).to(device)
+        tok = WordPieceTokenizer.from_vocab(vocab_path(ckpt))
+        # tokenize per checkpoint: ensembled models may have different vocabularies
+        data = load_datasets(data_dir(args.data_dir), tok, splits=("dev", "test"), limit=args.limit,
+                             max_length=args.max_length)
+        for split, sets in data.items():
+            for task, ds in sets.items():
+                out = predict_dataset(model, ds, device, args.batch_size)
+                sums[split, task] = sums.get((split, task), 0) + out
+        del model
+    outputs = {split: {t: sums[split, t] / len(args.checkpoints) for t in sets} for split, sets in data.items()}
+    metrics = metrics_from_outputs(outputs["dev"], data["dev"])
+    out = Path(args.out)
+    for split in data:
+        write_split_predictions(out / "predictions", split, data[split], outputs[split])
+    write_json({"checkpoints": args.checkpoints, "dev": metrics}, out / "metrics.json")
+    print("ensemble of", len(args.checkpoints), "dev:", ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    return 0

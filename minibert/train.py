@@ -1,0 +1,429 @@
+"""Training stages and multitask schedules (paper sections 4.3 and 5.3).
+
+Stages (--stage):
+    baseline     BERT frozen, the heads trained on its features      (table 2, "baseline")
+    multitask    BERT and all heads fine-tuned together, by a schedule
+    single-task  after multitask: BERT frozen again, each head trained alone
+
+Multitask schedules (--schedule) decide which task each optimizer step trains on:
+    round-robin  every epoch, one pass over each task, one task after the other
+    random       "random-shuffling-dropout": the task order is shuffled every epoch and each
+                 task is trained during the epoch only with a probability (--task-probs,
+                 default paraphrase 1/3, STS 9/10, SST 1/2: the big Quora set is used less)
+    pcgrad       every epoch, the same number of examples drawn with replacement from each
+                 task; a step takes one batch of EACH task and combines the three gradients
+                 with gradient surgery (minibert/pcgrad.py)
+
+With BERT frozen the heads do not share any parameter, so training them one after the
+other or interleaved is the same thing; those stages train all heads in one loop and keep,
+for each task, the head of the epoch that scored best on dev for that task. The multitask
+stage keeps the epoch with the best overall dev score.
+
+A run folder (--out runs/NAME):
+    config.json       the arguments            metrics.jsonl  one line per epoch
+    checkpoints/      resumable training state (model, optimizer, schedule, RNG, position)
+    best/             the selected model (MultitaskBERT.save format)
+    predictions/      CS224N prediction files of best/ for dev and test-student
+    summary.json      what the results table (`python -m minibert results`) reads
+
+Resuming (--resume) continues from the newest checkpoint exactly where it stopped: the data
+order of an epoch comes from a generator seeded by (seed, epoch), the position in the epoch
+and every RNG state are saved, so on CPU the result is bitwise that of an uninterrupted run.
+
+Several processes (torchrun --nproc-per-node N -m minibert train ...) split every epoch's
+batches: process r takes batches r, r+N, r+2N, ... and the gradients are averaged across
+processes before each step (one all-reduce of a flat vector; PCGrad averages each task's
+gradient before the projection). All processes then take the same step; only rank 0
+evaluates and writes files.
+"""
+
+import argparse
+import copy
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from minibert.batching import bucketed_batches
+from minibert.checkpoint import latest_checkpoint, load_training_state, save_training_state, write_json
+from minibert.data import TASKS, load_datasets
+from minibert.evaluate import METRICS, evaluate, write_split_predictions
+from minibert.heads import MultitaskBERT, load_model, vocab_path
+from minibert.optim import AdamW
+from minibert.paths import data_dir, weights_dir
+from minibert.pcgrad import flatten, pc_backward
+from minibert.runtime import MetricsLog, autocast, pick_device, seed_everything
+from minibert.schedule import make_scheduler
+from minibert.tokenizer import WordPieceTokenizer
+
+STAGES = ("baseline", "multitask", "single-task")
+SCHEDULES = ("round-robin", "random", "pcgrad")
+TASK_PROBS = {"para": 1 / 3, "sts": 9 / 10, "sst": 1 / 2}  # section 4.3
+RUNTIME_ARGS = ("resume", "out", "device", "stop_after_step", "progress")  # may change on resume
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m minibert train", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--stage", choices=STAGES, default="multitask")
+    p.add_argument("--schedule", choices=SCHEDULES, default="round-robin",
+                   help="multitask schedule (the frozen-encoder stages train all heads in one loop)")
+    p.add_argument("--weights", help="a BERT folder (Hugging Face format), or a previous run's best/ "
+                   "checkpoint (default: all-MiniLM-L6-v2)")
+    p.add_argument("--out", required=True, help="the run folder, e.g. runs/multitask-rr")
+    p.add_argument("--name", help="the run's name in the results table (default: the folder name)")
+    p.add_argument("--data-dir", help="the CS224N CSVs (default: ./data)")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--lr", type=float, help="encoder learning rate (default 5e-5; the frozen "
+                   "stages use --head-lr only)")
+    p.add_argument("--head-lr", type=float, help="heads' learning rate (default: 1e-3 with a frozen "
+                   "encoder, else --lr)")
+    p.add_argument("--lr-schedule", choices=("constant", "linear"), default="linear")
+    p.add_argument("--warmup", type=float, default=0.1, help="fraction of steps of linear warm-up")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--eval-batch-size", type=int, default=256)
+    p.add_argument("--weight-decay", type=float, default=1e-3, help="section 5.3")
+    p.add_argument("--dropout", type=float, default=0.1, help="dropout of the heads")
+    p.add_argument("--alpha1", type=float, default=0.5, help="weight of e_[CLS] in the SST input (eq. 1)")
+    p.add_argument("--alpha2", type=float, default=0.5, help="weight of the mean pool in the SST input")
+    p.add_argument("--task-order", default="para,sst,sts", help="round-robin order of the tasks")
+    p.add_argument("--task-probs", default="para=1/3,sts=9/10,sst=1/2",
+                   help="random schedule: probability of training each task in an epoch")
+    p.add_argument("--pcgrad-samples", type=int,
+                   help="pcgrad: examples drawn per task per epoch (default: the median task size)")
+    p.add_argument("--max-length", type=int, default=128, help="tokens per sentence")
+    p.add_argument("--limit", type=int, help="at most this many examples per task and split (quick runs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-amp", dest="amp", action="store_false", help="no bf16 autocast on CUDA")
+    p.add_argument("--log-every", type=int, default=20, help="steps between loss readings")
+    p.add_argument("--checkpoint-every", type=int, default=0,
+                   help="steps between mid-epoch checkpoints (0: only at the end of each epoch)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of --out")
+    p.add_argument("--stop-after-step", type=int, help="checkpoint and stop after this many steps "
+                   "(to test resuming)")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    args = p.parse_args(argv)
+    args.task_probs = parse_task_probs(args.task_probs)
+    args.task_order = parse_task_order(args.task_order)
+    frozen = args.stage != "multitask"
+    args.lr = args.lr if args.lr is not None else 5e-5
+    args.head_lr = args.head_lr if args.head_lr is not None else (1e-3 if frozen else args.lr)
+    return args
+
+
+def parse_task_probs(text) -> dict:
+    if isinstance(text, dict):
+        return text
+    probs = dict(TASK_PROBS)
+    for item in filter(None, text.split(",")):
+        task, _, value = item.partition("=")
+        num, _, den = value.partition("/")
+        try:
+            probs[task.strip()] = float(num) / float(den or 1)
+        except ValueError:
+            raise SystemExit(f"--task-probs: cannot read {item!r}: expected task=p, e.g. para=1/3") from None
+        if task.strip() not in TASKS or not 0 <= probs[task.strip()] <= 1:
+            raise SystemExit(f"--task-probs: {item!r}: expected a task of {TASKS} and 0 <= p <= 1")
+    return probs
+
+
+def parse_task_order(text):
+    order = text if isinstance(text, list) else [t.strip() for t in text.split(",")]
+    if sorted(order) != sorted(TASKS):
+        raise SystemExit(f"--task-order {text!r}: expected each of {', '.join(TASKS)} once")
+    return order
+
+
+# ---- the plan of an epoch: which task trains on which examples at each step -----------------
+
+
+def epoch_plan(args, train, epoch) -> list:
+    """The steps of one epoch, each a list of (task, example indices): one pair per step,
+    or one per task for pcgrad. Depends only on (seed, epoch): resumable and the same on
+    every process."""
+    g = torch.Generator().manual_seed(args.seed * 100_003 + epoch)
+    bs = args.batch_size
+    if args.stage == "multitask" and args.schedule == "pcgrad":
+        # BEGIN SOLUTION
+        n = args.pcgrad_samples or sorted(len(ds) for ds in train.values())[len(train) // 2]
+        per_task = {}
+        for task, ds in train.items():
+            drawn = torch.randint(len(ds), (n,), generator=g).tolist()  # with replacement
+            batches = bucketed_batches([ds.lengths[i] for i in drawn], bs, generator=g)
+            per_task[task] = [[drawn[j] for j in b] for b in batches]
+        return [[(t, per_task[t][k]) for t in train] for k in range(math.ceil(n / bs))]
+        # END SOLUTION
+    order = [t for t in args.task_order if t in train]
+    if args.stage == "multitask" and args.schedule == "random":
+        # BEGIN SOLUTION
+        order = [order[i] for i in torch.randperm(len(order), generator=g).tolist()]
+        keep = torch.rand(len(order), generator=g) < torch.tensor([args.task_probs[t] for t in order])
+        order = [t for t, k in zip(order, keep.tolist()) if k]
+        # END SOLUTION
+    return [[(t, b)] for t in order for b in train[t].batches(bs, shuffle=True, generator=g)]
+
+
+def my_share(plan, rank, world):
+    """Process `rank`'s steps: every world-th one, the same count on every process (the
+    last few steps are dropped) so that every process joins every all-reduce."""
+    n = len(plan) // world
+    return plan[rank::world][:n]
+
+
+# ---- one optimizer step -------------------------------------------------------------------
+
+
+def all_reduce_gradients(params):
+    """Average the gradients over processes: one all-reduce of one flat vector."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    flat = flatten([p.grad for p in params], params)  # missing grads count as zeros
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for p in params:
+        p.grad = flat[offset:offset + p.numel()].view_as(p).clone()
+        offset += p.numel()
+
+
+def train_step(model, step_tasks, train, device, args, shared, heads, step) -> dict:
+    """Forward, backward and gradient merge for one step; returns {task: loss (0-dim)}."""
+    losses = {}
+    for task, idx in step_tasks:
+        batch = {k: v.to(device, non_blocking=True) for k, v in train[task].collate(idx).items()}
+        with autocast(device, args.amp):
+            losses[task] = model.loss(task, batch)
+        if len(step_tasks) == 1:
+            losses[task].backward()
+    if len(step_tasks) == 1:
+        all_reduce_gradients(shared + heads)
+    else:  # pcgrad: the projection order is random, fixed by (seed, step) for resuming
+        g = torch.Generator().manual_seed(args.seed * 100_003 + 7919 * step + 1)
+        pc_backward(list(losses.values()), shared, heads, generator=g)
+    return losses
+
+
+# ---- selection of the best model ------------------------------------------------------------
+
+
+class BestTracker:
+    """Keeps best/ up to date. Multitask: the whole model of the best overall dev score.
+    Frozen encoder: for each task, the head of its best epoch (the heads are independent)."""
+
+    def __init__(self, folder, per_task, scores=None):
+        self.folder, self.per_task = Path(folder), per_task
+        self.scores = dict(scores or {})  # metric name -> best value
+        self.best_model = None
+
+    def update(self, model, metrics, vocab) -> list:
+        keys = [METRICS[t] for t in TASKS if METRICS[t] in metrics] if self.per_task else ["overall"]
+        improved = [k for k in keys if metrics[k] > self.scores.get(k, -math.inf)]
+        if not improved:
+            return []
+        if self.per_task:
+            if self.best_model is None:
+                self.best_model = (load_model(self.folder) if (self.folder / "heads.json").is_file()
+                                   else copy.deepcopy(model)).cpu()
+            tasks = [t for t in TASKS if METRICS[t] in improved]
+            src = dict(model.named_parameters())
+            with torch.no_grad():
+                for name, p in self.best_model.named_parameters():
+                    if any(p is q for t in tasks for q in self.best_model.head_parameters(t)):
+                        p.copy_(src[name])
+            to_save = self.best_model
+        else:
+            to_save = model
+        for k in improved:
+            self.scores[k] = metrics[k]
+        tmp = self.folder.with_name(self.folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        to_save.save(tmp, vocab=vocab)
+        shutil.rmtree(self.folder, ignore_errors=True)
+        os.replace(tmp, self.folder)  # best/ is always a complete model
+        return improved
+
+
+# ---- the run ------------------------------------------------------------------------------
+
+
+def setup_distributed(device):
+    """Under torchrun (WORLD_SIZE > 1): join the process group. Returns (rank, world)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+    return (dist.get_rank(), dist.get_world_size()) if world > 1 else (0, 1)
+
+
+def device_name(device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+
+
+def load_config(args):
+    """On --resume, the run's saved config, with only the runtime options taken from argv."""
+    saved = Path(args.out) / "config.json"
+    if not saved.is_file():
+        return args
+    config = json.loads(saved.read_text())
+    config.update({k: getattr(args, k) for k in RUNTIME_ARGS})
+    return argparse.Namespace(**config)
+
+
+def main(argv=None) -> int:
+    run(parse_args(sys.argv[1:] if argv is None else argv))
+    return 0
+
+
+def run(args) -> MultitaskBERT:
+    """Train as `args` (from parse_args) say; returns the model as it is at the end."""
+    out = Path(args.out)
+    ckpt_dir = out / "checkpoints"
+    if args.resume:
+        args = load_config(args)
+    elif latest_checkpoint(ckpt_dir) is not None:
+        raise SystemExit(f"{out} already holds a run: pass --resume to continue it, or another --out")
+    device = pick_device(args.device)
+    rank, world = setup_distributed(device)
+    seed_everything(args.seed)  # the same initial heads in every process
+    weights = weights_dir(args.weights)
+    tok = WordPieceTokenizer.from_vocab(vocab_path(weights))
+    data = load_datasets(data_dir(args.data_dir), tok, limit=args.limit, max_length=args.max_length,
+                         seed=args.seed)
+    train, dev = data["train"], data["dev"]
+
+    model = load_model(weights, dropout=args.dropout, alpha1=args.alpha1, alpha2=args.alpha2).to(device)
+    frozen = args.stage != "multitask"
+    model.freeze_encoder(frozen)
+    if rank:
+        torch.manual_seed(args.seed + 1_000_003 * rank)  # but each process its own dropout
+    shared = [p for p in model.bert.parameters() if p.requires_grad]
+    heads = [p for t in TASKS for p in model.head_parameters(t)]
+    groups = [{"params": heads, "lr": args.head_lr}] + ([{"params": shared, "lr": args.lr}] if shared else [])
+    optimizer = AdamW(groups, lr=args.lr, weight_decay=args.weight_decay, foreach=True)
+    # with BERT frozen, STS (no parameters of its own) has nothing to train
+    trainable = {t: ds for t, ds in train.items() if not frozen or model.head_parameters(t)}
+    plans = [my_share(epoch_plan(args, trainable, e), rank, world) for e in range(args.epochs)]
+    total = sum(map(len, plans))
+    scheduler = make_scheduler(optimizer, args.lr_schedule, int(args.warmup * total), total)
+
+    # where to start: a fresh run, or the newest checkpoint
+    state = {"epoch": 0, "pos": 0, "step": 0, "best": {}, "elapsed": 0.0, "loss": {}, "count": {}}
+    found = latest_checkpoint(ckpt_dir) if args.resume else None
+    if found is not None:
+        state = load_training_state(found, model, optimizer, scheduler)["extra"]
+        if rank:  # rank 0's RNG was saved; give the others their own stream again
+            torch.manual_seed(args.seed + 1_000_003 * rank + 7919 * state["step"])
+    metrics_log = MetricsLog(out / "metrics.jsonl")
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        if found is None:  # a fresh run: nothing of an older run in this folder counts
+            shutil.rmtree(out / "best", ignore_errors=True)
+        write_json(vars(args), out / "config.json")
+        # lines of epochs after the checkpoint are redone: drop them
+        kept = [r for r in metrics_log.read() if r["epoch"] < state["epoch"]]
+        metrics_log.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        print(f"{args.stage} ({args.schedule}) on {device_name(device)}, {world} process(es); "
+              f"train sizes {', '.join(f'{t} {len(d)}' for t, d in train.items())}; "
+              f"{total} steps" + (f"; resuming at step {state['step']}" if found else ""))
+    best = BestTracker(out / "best", per_task=frozen, scores=state["best"])
+    vocab = vocab_path(weights)
+    name = args.name or out.name
+
+    def checkpoint(epoch, pos, loss_sum, count):
+        if rank == 0:
+            extra = {**state, "epoch": epoch, "pos": pos, "best": best.scores,
+                     "elapsed": state["elapsed"] + time.time() - t_start,
+                     "loss": {t: v.item() for t, v in loss_sum.items()}, "count": count}
+            save_training_state(ckpt_dir, state["step"], model, optimizer, scheduler, extra=extra)
+
+    def end_of_epoch(epoch, train_time, n_sent, loss_sum, count):
+        if rank == 0:
+            metrics, _ = evaluate(model, dev, device, args.eval_batch_size)
+            improved = best.update(model, metrics, vocab)
+            metrics_log.write(run=name, stage=args.stage, schedule=args.schedule, epoch=epoch,
+                              step=state["step"], dev=metrics, overall=metrics.get("overall"),
+                              train_loss={t: (loss_sum[t] / count[t]).item() for t in TASKS if count[t]},
+                              train_time=round(train_time, 3), sent_per_s=round(world * n_sent / train_time, 1),
+                              improved=improved)
+            print(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+                  + (f" (best: {', '.join(improved)})" if improved else ""))
+        checkpoint(epoch + 1, 0, {}, {})
+        if world > 1:
+            dist.barrier()
+
+    t_start = time.time()
+    model.train()
+    stopped = False
+    for epoch in range(state["epoch"], args.epochs):
+        resumed = epoch == state["epoch"] and state["pos"] > 0
+        plan, start = plans[epoch], state["pos"] if resumed else 0
+        # per-task sums of the training loss, on the device (reading them is a host sync)
+        loss_sum = {t: torch.tensor(state["loss"].get(t, 0.0) if resumed else 0.0, device=device)
+                    for t in TASKS}
+        count = dict(state["count"]) if resumed else dict.fromkeys(TASKS, 0)
+        t_epoch, n_sent = time.time(), 0
+        bar = tqdm(total=len(plan), initial=start, desc=f"epoch {epoch + 1}/{args.epochs}",
+                   disable=rank != 0 or not args.progress, dynamic_ncols=True)
+        for i in range(start, len(plan)):
+            losses = train_step(model, plan[i], train, device, args, shared, heads, state["step"])
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state["step"] += 1
+            for task, loss in losses.items():
+                loss_sum[task] += loss.detach().float()
+                count[task] += 1
+            n_sent += sum(len(idx) * train[t].n_sentences for t, idx in plan[i])
+            bar.update(1)
+            if (i + 1) % args.log_every == 0:  # the only host sync of the loop
+                bar.set_postfix(loss=f"{sum(l.item() for l in losses.values()):.3f}",
+                                sent_s=f"{world * n_sent / (time.time() - t_epoch):.0f}")
+            stopped = args.stop_after_step is not None and state["step"] >= args.stop_after_step
+            if stopped or (args.checkpoint_every and state["step"] % args.checkpoint_every == 0
+                           and i + 1 < len(plan)):
+                checkpoint(epoch, i + 1, loss_sum, count)
+            if stopped:
+                break
+        bar.close()
+        if stopped:
+            if rank == 0:
+                print(f"stopped after step {state['step']}: continue with --resume")
+            break
+        end_of_epoch(epoch, time.time() - t_epoch, n_sent, loss_sum, count)
+
+    if rank == 0 and not stopped:
+        finish(args, name, out, data, device, state["elapsed"] + time.time() - t_start, world)
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return model
+
+
+def finish(args, name, out, data, device, elapsed, world):
+    """Evaluate best/, write its prediction files and summary.json."""
+    model = load_model(out / "best").to(device)
+    dev_metrics, dev_out = evaluate(model, data["dev"], device, args.eval_batch_size)
+    write_split_predictions(out / "predictions", "dev", data["dev"], dev_out)
+    _, test_out = evaluate(model, data["test"], device, args.eval_batch_size)
+    write_split_predictions(out / "predictions", "test", data["test"], test_out)
+    rows = MetricsLog(out / "metrics.jsonl").read()
+    write_json({"name": name, "stage": args.stage, "schedule": args.schedule if args.stage == "multitask" else None,
+                "config": vars(args), "dev": dev_metrics,
+                "best_epoch": {k: max((r for r in rows if k in r["dev"]), key=lambda r: r["dev"][k])["epoch"]
+                               for k in dev_metrics} if rows else {},
+                "wall_time_s": round(elapsed, 1), "device": device_name(device), "world_size": world,
+                "torch": torch.__version__}, out / "summary.json")
+    print(f"{name}: best dev " + ", ".join(f"{k} {v:.4f}" for k, v in dev_metrics.items())
+          + f"; {elapsed:.0f} s; files in {out}")
