@@ -23,7 +23,8 @@ Two implementations of the same step live side by side:
   with torch's multi-tensor `torch._foreach_*` kernels: a handful of kernel launches per
   step instead of a handful per parameter. It never copies a value to the host (the step
   counter and the bias corrections stay on the device), so the whole step can be
-  captured in a CUDA graph.
+  captured in a CUDA graph. On a CPU it also works through the tensors in cache-sized
+  slices, which makes it faster than torch.optim.AdamW(foreach=True) there.
 
 Both follow torch.optim.AdamW's arithmetic order, so checks/test_optim.py can prove them
 equal to it (and to a float64 NumPy transcription of the formulas above). The state of a
@@ -113,8 +114,9 @@ class AdamW(torch.optim.Optimizer):
         # The fused step groups parameters that have taken the same number of steps, so it
         # can share their bias corrections (see `_foreach_step`). It reads those counts from
         # this host-side mirror of state["step"] rather than from the device tensors, which
-        # would cost a sync. None means "rebuild from state['step'] before the next step".
+        # would cost a sync.
         self._host_steps = {}
+        self._host_steps_stale = False  # set by a CUDA-graph capture, see `_foreach_step`
 
     def add_param_group(self, param_group: dict) -> None:
         # Check before torch fills in the defaults and appends the group.
@@ -129,14 +131,14 @@ class AdamW(torch.optim.Optimizer):
             # parameter (as torch does with capturable=True) so the fused step never syncs.
             if "step" in state:
                 state["step"] = state["step"].to(dtype=torch.float32, device=p.device)
-        self._rebuild_host_steps()  # one sync, here, outside any CUDA graph
 
-    def __setstate__(self, state: dict) -> None:  # unpickling
+    def __setstate__(self, state: dict) -> None:  # unpickling, and the end of load_state_dict
         super().__setstate__(state)
-        self._host_steps = None
+        self._rebuild_host_steps()  # one sync, here, outside any CUDA graph
 
     def _rebuild_host_steps(self) -> None:
         self._host_steps = {p: int(s["step"].item()) for p, s in self.state.items() if "step" in s}
+        self._host_steps_stale = False
 
     def _init_state(self, p: torch.Tensor, amsgrad: bool) -> dict:
         state = self.state[p]
@@ -175,9 +177,8 @@ class AdamW(torch.optim.Optimizer):
                     adamw_update(p, p.grad, self.state[p], lr=lr, beta1=beta1, beta2=beta2,
                                  eps=group["eps"], weight_decay=group["weight_decay"],
                                  amsgrad=group["amsgrad"])
-            if self._host_steps is not None:
-                for p in params:
-                    self._host_steps[p] = self._host_steps.get(p, 0) + 1
+            for p in params:
+                self._host_steps[p] = self._host_steps.get(p, 0) + 1
         return loss
 
     # ----------------------------------------------------------------------------------
@@ -193,10 +194,7 @@ class AdamW(torch.optim.Optimizer):
         falls behind when its grad was None) and compute the scalars once per bucket.
         """
         capturing = _is_capturing(params[0].device)
-        if self._host_steps is None:
-            if capturing:
-                raise RuntimeError("take one eager step after load_state_dict before "
-                                   "capturing the optimizer step in a CUDA graph")
+        if self._host_steps_stale and not capturing:
             self._rebuild_host_steps()
 
         buckets = defaultdict(list)  # (device, dtype, steps taken) -> params
@@ -209,18 +207,13 @@ class AdamW(torch.optim.Optimizer):
         if capturing:
             # Replays advance the device counters but not this mirror. The buckets it
             # defines stay right (a graph steps the same parameters every replay), but the
-            # counts are stale: rebuild them before the next eager step (see `step`).
-            self._host_steps = None
+            # counts go stale: rebuild them (one sync) before the next eager step.
+            self._host_steps_stale = True
 
     def _foreach_bucket(self, group: dict, params: list) -> None:
         """One step for parameters that share device, dtype and step count."""
         lr, (beta1, beta2) = group["lr"], group["betas"]
-        eps, weight_decay, amsgrad = group["eps"], group["weight_decay"], group["amsgrad"]
         states = [self.state[p] for p in params]
-        grads = [p.grad for p in params]
-        exp_avgs = [s["exp_avg"] for s in states]
-        exp_avg_sqs = [s["exp_avg_sq"] for s in states]
-
         torch._foreach_add_([s["step"] for s in states], 1)
 
         # The step-dependent scalars, once for the bucket, as 0-d tensors on the device.
@@ -228,27 +221,77 @@ class AdamW(torch.optim.Optimizer):
         # once to the precision the kernels use.
         t = states[0]["step"].to(torch.float64)  # all params in the bucket share t
         scalar_dtype = torch.float64 if params[0].dtype == torch.float64 else torch.float32
-        bias_correction1 = 1 - beta1**t
         bias_correction2_sqrt = (1 - beta2**t).sqrt()
-        neg_step_size = -lr / bias_correction1
-
-        if weight_decay != 0:
-            torch._foreach_mul_(params, 1 - lr * weight_decay)  # decoupled weight decay
-        torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)  # m
-        torch._foreach_mul_(exp_avg_sqs, beta2)  # v ...
-        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)  # ... + (1-beta2) g^2
-        if amsgrad:
-            max_exp_avg_sqs = [s["max_exp_avg_sq"] for s in states]
-            torch._foreach_maximum_(max_exp_avg_sqs, exp_avg_sqs)
-            denoms = torch._foreach_sqrt(max_exp_avg_sqs)
-        else:
-            denoms = torch._foreach_sqrt(exp_avg_sqs)
+        neg_step_size = -lr / (1 - beta1**t)
         # addcdiv_ takes its `value` only as a Python number (a tensor would be read on the
-        # host), so fold -step_size into the denominator, as torch does when capturable:
+        # host), so -step_size is folded into the denominator, as torch does when capturable:
         #   denom = (sqrt(v) / sqrt(bc2) + eps) / -step_size,   p += m / denom
-        torch._foreach_div_(denoms, (bias_correction2_sqrt * neg_step_size).to(scalar_dtype))
-        torch._foreach_add_(denoms, (eps / neg_step_size).to(scalar_dtype))
-        torch._foreach_addcdiv_(params, exp_avgs, denoms)
+        decay = 1 - lr * group["weight_decay"]
+        if isinstance(decay, torch.Tensor):  # a tensor lr: keep the kernels' scalars on their device
+            decay = decay.to(params[0].device)
+        scalars = dict(decay=decay, beta1=beta1, beta2=beta2,
+                       denom_scale=(bias_correction2_sqrt * neg_step_size).to(scalar_dtype),
+                       denom_shift=(group["eps"] / neg_step_size).to(scalar_dtype))
+
+        tensor_lists = [params, [p.grad for p in params], [s["exp_avg"] for s in states],
+                        [s["exp_avg_sq"] for s in states]]
+        if group["amsgrad"]:
+            tensor_lists.append([s["max_exp_avg_sq"] for s in states])
+        # On a GPU one launch per op covers the whole bucket. On a CPU, each op over the
+        # whole bucket would stream every tensor through main memory, eight or nine times a
+        # step; running all the ops on one cache-sized slice at a time instead is two to
+        # three times faster (python -m minibert bench-optim).
+        if params[0].device.type == "cpu":
+            blocks = cache_blocks(tensor_lists, self.cpu_block_elements)
+        else:
+            blocks = [tensor_lists]
+        for block in blocks:
+            foreach_update(*block, **scalars, weight_decay=group["weight_decay"])
+
+    # The CPU fused step works on slices of about this many elements (1 MiB of float32 per
+    # tensor kind; a few MiB in all, which stays in cache between the ops).
+    cpu_block_elements = 1 << 18
+
+
+def foreach_update(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, decay, beta1,
+                   beta2, denom_scale, denom_shift, weight_decay) -> None:
+    """The element-wise part of `adamw_update` for lists of tensors, with the step-dependent
+    scalars precomputed (denom_scale = sqrt(bc2) * -step_size, denom_shift = eps / -step_size)."""
+    if weight_decay != 0:
+        torch._foreach_mul_(params, decay)  # decoupled weight decay
+    torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)  # m
+    torch._foreach_mul_(exp_avg_sqs, beta2)  # v ...
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)  # ... + (1-beta2) g^2
+    if max_exp_avg_sqs is not None:  # AMSGrad
+        torch._foreach_maximum_(max_exp_avg_sqs, exp_avg_sqs)
+        denoms = torch._foreach_sqrt(max_exp_avg_sqs)
+    else:
+        denoms = torch._foreach_sqrt(exp_avg_sqs)
+    torch._foreach_div_(denoms, denom_scale)
+    torch._foreach_add_(denoms, denom_shift)
+    torch._foreach_addcdiv_(params, exp_avgs, denoms)  # p -= step_size * m / (sqrt(v_hat) + eps)
+
+
+def cache_blocks(tensor_lists: list, block_elements: int) -> list:
+    """Cut parallel lists of same-shaped tensors (params, grads, exp_avgs, ...) into blocks
+    of about `block_elements` elements: each block is again parallel lists, of flat views
+    (slices) of the original tensors, so in-place updates land in the originals."""
+    blocks, current, size = [], [[] for _ in tensor_lists], 0
+    for tensors in zip(*tensor_lists):  # one parameter: its p, grad, exp_avg, ...
+        if all(t.is_contiguous() for t in tensors):
+            pieces = zip(*(t.view(-1).split(block_elements) for t in tensors))
+        else:
+            pieces = [tensors]  # slicing would need a copy: keep it whole
+        for piece in pieces:
+            for kind, t in zip(current, piece):
+                kind.append(t)
+            size += piece[0].numel()
+            if size >= block_elements:
+                blocks.append(current)
+                current, size = [[] for _ in tensor_lists], 0
+    if current[0]:
+        blocks.append(current)
+    return blocks
 
 
 def _is_capturing(device: torch.device) -> bool:

@@ -1,0 +1,161 @@
+"""bench-optim: AdamW step time on the MiniLM-sized parameter set, ours next to torch.optim.
+
+    python -m minibert bench-optim [--device cpu|cuda] [--steps N] [--amsgrad] [--json PATH]
+
+The parameter set has the shapes of all-MiniLM-L6-v2 (taken from its config.json: 22.7M
+parameters in 103 tensors), with random gradients. Every optimizer gets its own copy of
+the parameters and the same gradients; the timed steps are interleaved round-robin (one
+step of each optimizer in turn), so a load change on a shared machine hits all of them
+alike. The table reports the median (and the fastest) step time.
+"""
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+from tqdm import tqdm
+
+from minibert.optim import AdamW
+from minibert.paths import weights_dir
+
+# all-MiniLM-L6-v2, in case the weights (and their config.json) are not fetched yet
+MINILM_CONFIG = dict(vocab_size=30522, hidden_size=384, num_hidden_layers=6, intermediate_size=1536,
+                     max_position_embeddings=512, type_vocab_size=2)
+
+
+def bert_parameter_shapes(config: dict) -> dict:
+    """name -> shape of every parameter of a BERT encoder (with pooler) of this config."""
+    V, H, L, F = (config["vocab_size"], config["hidden_size"], config["num_hidden_layers"],
+                  config["intermediate_size"])
+    shapes = {
+        "embeddings.word": (V, H),
+        "embeddings.position": (config["max_position_embeddings"], H),
+        "embeddings.token_type": (config["type_vocab_size"], H),
+        "embeddings.ln.weight": (H,), "embeddings.ln.bias": (H,),
+    }
+    for i in range(L):
+        for name, out_dim, in_dim in [("q", H, H), ("k", H, H), ("v", H, H), ("o", H, H),
+                                      ("ffn_in", F, H), ("ffn_out", H, F)]:
+            shapes[f"layer{i}.{name}.weight"] = (out_dim, in_dim)
+            shapes[f"layer{i}.{name}.bias"] = (out_dim,)
+        for ln in ("ln_attn", "ln_ffn"):
+            shapes[f"layer{i}.{ln}.weight"] = (H,)
+            shapes[f"layer{i}.{ln}.bias"] = (H,)
+    shapes["pooler.weight"], shapes["pooler.bias"] = (H, H), (H,)
+    return shapes
+
+
+def candidates(device: torch.device, hp: dict) -> dict:
+    """name -> a function building that optimizer over a list of parameters."""
+    made = {
+        "minibert AdamW, readable (foreach=False)": lambda ps: AdamW(ps, **hp, foreach=False),
+        "minibert AdamW, fused (foreach=True)": lambda ps: AdamW(ps, **hp, foreach=True),
+        "torch.optim.AdamW, single-tensor (foreach=False)": lambda ps: torch.optim.AdamW(ps, **hp, foreach=False),
+        "torch.optim.AdamW, foreach=True": lambda ps: torch.optim.AdamW(ps, **hp, foreach=True),
+        "torch.optim.AdamW, fused=True": lambda ps: torch.optim.AdamW(ps, **hp, fused=True),
+    }
+    if device.type == "cuda":
+        made["torch.optim.AdamW, foreach + capturable"] = lambda ps: torch.optim.AdamW(
+            ps, **hp, foreach=True, capturable=True)
+    return made
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench(device: torch.device, steps: int, warmup: int, amsgrad: bool, config: dict) -> dict:
+    gen = torch.Generator().manual_seed(0)
+    shapes = list(bert_parameter_shapes(config).values())
+    init = [(torch.randn(s, generator=gen) * 0.02).to(device) for s in shapes]
+    grads = [(torch.randn(s, generator=gen) * 1e-3).to(device) for s in shapes]  # shared, read-only
+    hp = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, amsgrad=amsgrad)
+
+    optimizers, skipped = {}, {}
+    for name, make in candidates(device, hp).items():
+        params = [t.clone().requires_grad_() for t in init]
+        for p, g in zip(params, grads):
+            p.grad = g
+        try:
+            optimizer = make(params)
+            optimizer.step()  # also checks that this variant runs here at all
+        except (RuntimeError, ValueError) as e:  # e.g. torch's fused=True on an old CPU build
+            skipped[name] = str(e).splitlines()[0]
+            continue
+        optimizers[name] = optimizer
+
+    times = {name: [] for name in optimizers}
+    for i in tqdm(range(warmup + steps), desc=f"optimizer steps ({device.type})", unit="round"):
+        for name, optimizer in optimizers.items():  # round-robin, see the module docstring
+            sync(device)
+            start = time.perf_counter()
+            optimizer.step()
+            sync(device)
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+
+    rows = [{"optimizer": name, "median_ms": 1e3 * statistics.median(t), "min_ms": 1e3 * min(t)}
+            for name, t in times.items()]
+    return {
+        "device": device_description(device),
+        "torch": torch.__version__,
+        "parameters": sum(t.numel() for t in init),
+        "tensors": len(init),
+        "steps": steps,
+        "warmup": warmup,
+        "amsgrad": amsgrad,
+        "rows": rows,
+        "skipped": skipped,
+    }
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def markdown_table(result: dict) -> str:
+    baseline = next((r["median_ms"] for r in result["rows"] if r["optimizer"] == "torch.optim.AdamW, foreach=True"),
+                    None)
+    lines = [f"AdamW step, {result['parameters'] / 1e6:.1f}M parameters in {result['tensors']} tensors, "
+             f"amsgrad={result['amsgrad']}, {result['device']}, torch {result['torch']}, "
+             f"median of {result['steps']} steps",
+             "",
+             "| optimizer | median ms/step | min ms/step | time vs torch foreach |",
+             "|---|---:|---:|---:|"]
+    for r in result["rows"]:
+        ratio = f"{r['median_ms'] / baseline:.2f}x" if baseline else "-"
+        lines.append(f"| {r['optimizer']} | {r['median_ms']:.2f} | {r['min_ms']:.2f} | {ratio} |")
+    for name, why in result["skipped"].items():
+        lines.append(f"| {name} | unavailable: {why} | | |")
+    return "\n".join(lines)
+
+
+def main(argv) -> int:
+    p = argparse.ArgumentParser(prog="python -m minibert bench-optim", description=__doc__.splitlines()[0])
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per optimizer (median reported)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps per optimizer first")
+    p.add_argument("--amsgrad", action="store_true", help="time the AMSGrad variant")
+    p.add_argument("--weights", default=None, help="BERT folder whose config.json gives the shapes "
+                                                   "(default: all-MiniLM-L6-v2)")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
+    args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda asked for, but torch sees no CUDA device")
+    if args.steps < 1 or args.warmup < 0:
+        p.error("--steps must be >= 1 and --warmup >= 0")
+
+    config_path = weights_dir(args.weights) / "config.json"
+    config = json.loads(config_path.read_text()) if config_path.exists() else MINILM_CONFIG
+    result = bench(torch.device(args.device), args.steps, args.warmup, args.amsgrad, config)
+    print(markdown_table(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
