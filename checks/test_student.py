@@ -1,0 +1,229 @@
+"""make-student-copy: the copy differs from the project only in the solution regions, each
+region becomes one `raise NotImplementedError`, and the checks catch every blank.
+
+The last checks run pytest INSIDE student copies (a subprocess whose PYTHONPATH is the copy,
+so it imports the copy's minibert), with the real weights and data:
+- for each course step, a copy with only that step blanked: its checks fail, on its blank;
+- a copy with only step07 blanked: every step07 check fails, the step03 checks still pass
+  (a blank breaks its own step, not the steps before it).
+The solution itself passes the same checks in the normal run of this suite. (Running every
+check inside the full copy would prove the same and take minutes: many checks run long
+before they reach a blank.)
+"""
+
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from minibert import student
+from minibert.paths import ROOT, data_dir, weights_dir
+
+# the regions issue 8 asks students to write, (file, function)
+REQUIRED = {
+    ("minibert/model.py", "BertEmbeddings.forward"),
+    ("minibert/model.py", "BertSelfAttention.attend"),
+    ("minibert/model.py", "BertLayer.forward"),
+    ("minibert/tokenizer.py", "wordpiece"),
+    ("minibert/optim.py", "adamw_update"),
+    ("minibert/masking.py", "select_and_replace"),
+    ("minibert/pcgrad.py", "pcgrad_project"),
+    ("minibert/heads.py", "MultitaskBERT.sentiment_logits"),
+    ("minibert/classifier.py", "SentimentClassifier.forward"),
+}
+COURSE_STEPS = [f"step0{i}" for i in range(1, 8)]  # the steps that have check files
+
+
+@pytest.fixture(scope="module")
+def full_copy(tmp_path_factory):
+    out = tmp_path_factory.mktemp("student") / "copy"
+    regions = student.make_student_copy(ROOT, out)
+    return out, regions
+
+
+def test_required_regions_are_blanked(full_copy):
+    _, regions = full_copy
+    found = {(r.file, r.function) for r in regions}
+    assert REQUIRED <= found, f"no solution region in {sorted(REQUIRED - found)}"
+
+
+def test_step_table_agrees_with_conftest(full_copy):
+    """A region of minibert/X.py is graded by checks/test_X.py: both tables give one step."""
+    from conftest import STEPS as CHECK_STEPS
+
+    for r in full_copy[1]:
+        check = f"test_{Path(r.file).stem}.py"
+        assert check in CHECK_STEPS, f"{r.file} has solution regions but {check} has no step in conftest"
+        assert CHECK_STEPS[check] == r.step, (r.file, r.step, CHECK_STEPS[check])
+
+
+def test_copy_changes_only_the_regions(full_copy):
+    """Walk every file of the project next to its copy: lines are equal, except where the
+    project has `# BEGIN SOLUTION` ... `# END SOLUTION` and the copy one raise line at the
+    marker's indentation. Nothing else differs, no file is missing or added."""
+    out, regions = full_copy
+    files = student.project_files(ROOT)
+    copied = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert copied == sorted(files)
+    assert not any(f.startswith(("data/", "runs/")) or f.endswith(".safetensors") for f in copied)
+    n_raises = 0
+    for rel in files:
+        src, dst = (ROOT / rel).read_bytes(), (out / rel).read_bytes()
+        if src == dst:
+            continue
+        assert rel.startswith("minibert/") and rel.endswith(".py"), f"{rel} changed"
+        a, b = src.decode().splitlines(keepends=True), dst.decode().splitlines(keepends=True)
+        i = j = 0
+        while i < len(a) or j < len(b):
+            if i < len(a) and j < len(b) and a[i] == b[j]:
+                i, j = i + 1, j + 1
+                continue
+            assert i < len(a) and a[i].lstrip().startswith("# BEGIN SOLUTION"), f"{rel}:{i + 1} changed"
+            indent = a[i][:len(a[i]) - len(a[i].lstrip())]
+            assert b[j].startswith(indent + "raise NotImplementedError(") and b[j].endswith(")\n"), \
+                f"{rel}:{i + 1}: expected one raise line in the copy, got {b[j]!r}"
+            end = next(k for k in range(i + 1, len(a)) if a[k].startswith(indent + "# END SOLUTION"))
+            assert not any(a[k].lstrip().startswith("# BEGIN SOLUTION") for k in range(i + 1, end))
+            i, j, n_raises = end + 1, j + 1, n_raises + 1
+        compile(dst, rel, "exec")
+    assert n_raises == len(regions) >= len(REQUIRED)
+
+
+def test_steps_option_blanks_only_those_steps(tmp_path):
+    regions = student.make_student_copy(ROOT, tmp_path / "s", steps={"step03"})
+    assert {r.step for r in regions} == {"step03"}
+    assert (tmp_path / "s/minibert/model.py").read_bytes() == (ROOT / "minibert/model.py").read_bytes()
+    text = (tmp_path / "s/minibert/optim.py").read_text()
+    assert "raise NotImplementedError('step03: implement adamw_update in minibert/optim.py" in text
+
+
+# ---- markers that cannot be blanked: clear errors, no half-made copy ------------------------
+
+FUNC = "def f(x):\n    '''doc'''\n"
+BAD = {
+    "unclosed": (FUNC + "    # BEGIN SOLUTION\n    return x\n", "minibert/bad.py:3: '# BEGIN SOLUTION' without"),
+    "stray end": (FUNC + "    return x\n    # END SOLUTION\n", "minibert/bad.py:4: '# END SOLUTION' without"),
+    "nested": (FUNC + "    # BEGIN SOLUTION\n    # BEGIN SOLUTION\n    return x\n    # END SOLUTION\n",
+               "minibert/bad.py:4: '# BEGIN SOLUTION' inside the region opened at line 3"),
+    "indent": (FUNC + "    if x:\n        # BEGIN SOLUTION\n        x = 1\n    # END SOLUTION\n    return x\n",
+               "minibert/bad.py:6: '# END SOLUTION' is indented 4 columns"),
+    "module level": ("# BEGIN SOLUTION\nx = 1\n# END SOLUTION\n", "minibert/bad.py:1: a solution region must lie inside"),
+    "not a whole block": (FUNC + "    # BEGIN SOLUTION\n    if x:\n        return 1\n    # END SOLUTION\n"
+                          "    else:\n        return 2\n", "minibert/bad.py:4 (in the student copy)"),
+}
+
+
+def fake_project(root, bad_source):
+    (root / "minibert").mkdir(parents=True)
+    (root / "minibert/ok.py").write_text(FUNC + "    # BEGIN SOLUTION: return x itself\n    return x\n"
+                                         "    # END SOLUTION\n")
+    (root / "minibert/bad.py").write_text(bad_source)
+    (root / "checks").mkdir()
+    (root / "checks/test_ok.py").write_text("'''# BEGIN SOLUTION is only text here'''\n")
+    for junk in ("data/ids-sst-train.csv", "runs/x/metrics.jsonl", "weights/m/model.safetensors"):
+        (root / junk).parent.mkdir(parents=True, exist_ok=True)
+        (root / junk).write_text("not project code")
+    (root / "weights/README.md").write_text("how to fetch\n")
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_markers_name_file_and_line(tmp_path, case):
+    source, message = BAD[case]
+    fake_project(tmp_path / "p", source)
+    with pytest.raises(student.MarkerError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        student.make_student_copy(tmp_path / "p", tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_copy_without_git_hint_and_refusals(tmp_path, capsys):
+    fake_project(tmp_path / "p", FUNC + "    return x\n")
+    assert student.main([str(tmp_path / "out"), "--source", str(tmp_path / "p")]) == 0
+    files = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert files == ["checks/test_ok.py", "minibert/bad.py", "minibert/ok.py", "weights/README.md"]
+    ok = (tmp_path / "out/minibert/ok.py").read_text()
+    assert ok == FUNC + ("    raise NotImplementedError('project: implement f in minibert/ok.py (see its "
+                         "docstring; checks/test_ok.py grades it): return x itself')\n")
+    namespace = {}
+    exec(ok, namespace)
+    with pytest.raises(NotImplementedError, match="return x itself"):
+        namespace["f"](1)
+    # a non-empty OUT is refused, --force replaces it
+    assert student.main([str(tmp_path / "out"), "--source", str(tmp_path / "p")]) == 1
+    assert "not empty" in capsys.readouterr().out
+    assert student.main([str(tmp_path / "out"), "--source", str(tmp_path / "p"), "--force"]) == 0
+    assert student.main([str(tmp_path / "p"), "--source", str(tmp_path / "p")]) == 1
+
+
+# ---- grading inside the copies ---------------------------------------------------------------
+
+
+def check_files(step):
+    """The check files that grade `step` (checks/conftest.py's table), those that exist."""
+    from conftest import STEPS as CHECK_STEPS
+
+    return sorted(f"checks/{f}" for f, s in CHECK_STEPS.items() if s == step and (ROOT / "checks" / f).is_file())
+
+
+# pytest, with Hypothesis reporting a failing example as found instead of shrinking it first
+# (shrinking a check that fails on every example takes ~25 s and proves nothing more)
+PYTEST_WITHOUT_SHRINKING = """
+import sys, pytest
+from hypothesis import Phase, settings
+settings.register_profile("grading", phases=[Phase.explicit, Phase.reuse, Phase.generate])
+settings.load_profile("grading")
+sys.exit(pytest.main(sys.argv[1:]))
+"""
+
+
+def run_checks(copy, files, *options):
+    """pytest FILES inside a student copy -> {test id: (outcome, message)}."""
+    if not (weights_dir() / "model.safetensors").is_file():
+        pytest.skip("no weights: run `python -m minibert fetch-weights`")
+    report = copy / "report.xml"
+    env = {**os.environ, "PYTHONPATH": str(copy), "MINIBERT_WEIGHTS": str(weights_dir().resolve()),
+           "MINIBERT_DATA": str(data_dir().resolve())}
+    args = [*files, *options, "-q", "-p", "no:cacheprovider", f"--junitxml={report}", "-W", "ignore"]
+    proc = subprocess.run([sys.executable, "-c", PYTEST_WITHOUT_SHRINKING, *args],
+                          cwd=copy, env=env, capture_output=True, text=True, timeout=240)
+    assert report.is_file(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = {}
+    for case in ET.parse(report).iter("testcase"):
+        outcome = next((c.tag for c in case if c.tag in ("failure", "error", "skipped")), "passed")
+        message = next((c.get("message") or "" for c in case if c.tag in ("failure", "error")), "")
+        results[f"{case.get('classname')}::{case.get('name')}"] = (outcome, message)
+    return results
+
+
+def failures(results):
+    return {t: m for t, (o, m) in results.items() if o in ("failure", "error")}
+
+
+@pytest.mark.parametrize("step", [s for s in COURSE_STEPS if s != "step07"])
+def test_each_step_fails_on_its_own_blank(tmp_path, step):
+    """A copy with only `step` blanked: its checks fail, on that blank (-x: the first failure
+    is enough, and comes fast)."""
+    copy = tmp_path / "copy"
+    regions = student.make_student_copy(ROOT, copy, steps={step})
+    if not regions:
+        pytest.skip(f"no solution region of {step} in this project")
+    files = check_files(step)
+    assert files, f"{step} has solution regions ({regions[0].file}) but no check file grades it"
+    failed = failures(run_checks(copy, files, "-x"))
+    assert failed, f"the checks of {step} ({files}) pass with its solution blanked"
+    assert all(f"NotImplementedError: {step}:" in m for m in failed.values()), failed
+
+
+def test_a_blank_breaks_its_own_step_only(tmp_path):
+    """A copy with only step07 (PCGrad) blanked: every check of step07 fails, on that blank,
+    and the earlier step03 (AdamW) checks all still pass there."""
+    copy = tmp_path / "copy"
+    student.make_student_copy(ROOT, copy, steps={"step07"})
+    results = run_checks(copy, check_files("step07") + check_files("step03"))
+    ours = {t: r for t, r in results.items() if "test_pcgrad" in t}
+    assert ours and all(o in ("failure", "error") and "NotImplementedError: step07:" in m
+                        for o, m in ours.values()), ours
+    others = {t: o for t, (o, _) in results.items() if t not in ours}
+    assert others and set(others.values()) <= {"passed", "skipped"}, others
