@@ -94,6 +94,17 @@ def test_round_robin_and_single_task(world, rr_run, tmp_path):
     assert st_losses["sst"] < mt["sst"] and st_losses["para"] < mt["para"]
 
 
+def test_default_lr_schedule_trains_to_finite_weights(world, tmp_path):
+    """The default schedule warms up from lr = 0 at the first step; that step must be a
+    no-op, not NaN (parameters whose gradient is exactly zero, like attention key biases,
+    are the ones at risk)."""
+    argv = ["--weights", str(world[0]), "--data-dir", str(world[1]), "--out", str(tmp_path / "d"),
+            "--epochs", "1", "--batch-size", "8", "--warmup", "0.2", "--no-progress"]
+    assert train.main(argv) == 0
+    model = load_model(tmp_path / "d" / "best")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
 def test_random_schedule_follows_the_probabilities(world):
     args = train.parse_args(["--out", "x", "--schedule", "random", "--task-probs", "para=1/4,sts=1,sst=0"])
     tok = WordPieceTokenizer.from_vocab(world[0] / "vocab.txt")

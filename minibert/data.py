@@ -125,7 +125,7 @@ def read_examples(path, task: str, labelled: bool = None) -> list:
             examples.append(Example(row["id"], texts, label))
     if skipped:
         warnings.warn(f"{path}: skipped {skipped} malformed row(s) (empty or invalid "
-                      f"{label_col if labelled else 'text'} field)", stacklevel=2)
+                      f"{label_col if labelled else 'text'} field)", stacklevel=3)
     return examples
 
 
