@@ -57,7 +57,7 @@ def make_params(shape_groups, seed, dtype=torch.float32):
 def run(make_optimizer, problem, grads, init, start=0, stop=None):
     """Copy `init` into fresh parameters, build the optimizer on them with the problem's
     groups (the first group takes the constructor defaults), and step through grads[start:stop].
-    Returns (params, optimizer)."""
+    Returns (params, optimizer, peaks), peaks as in `step`."""
     params = [[t.clone().requires_grad_() for t in group] for group in init]
     (defaults, _), *others = problem["groups"]
     param_groups = [{"params": params[0]}]

@@ -26,8 +26,11 @@ Two implementations of the same step live side by side:
   captured in a CUDA graph. On a CPU it also works through the tensors in cache-sized
   slices, which makes it faster than torch.optim.AdamW(foreach=True) there.
 
-Both follow torch.optim.AdamW's arithmetic order, so checks/test_optim.py can prove them
-equal to it (and to a float64 NumPy transcription of the formulas above). The state of a
+The readable step performs torch.optim.AdamW's floating-point operations in torch's order,
+so it equals torch bit for bit; the fused step folds the step size into the denominator
+(as torch's own capturable variant does) and agrees to rounding, about 1e-7 relative.
+checks/test_optim.py proves both against torch and a float64 NumPy transcription of the
+formulas above. Every tensor in the update has the shape of its parameter. The state of a
 parameter is torch's: `step` (a float32 scalar tensor on the parameter's device),
 `exp_avg` (m), `exp_avg_sq` (v) and, with amsgrad, `max_exp_avg_sq` (vmax); state dicts
 load into torch.optim.AdamW and back.
@@ -63,7 +66,7 @@ def adamw_update(param, grad, state, *, lr, beta1, beta2, eps, weight_decay, ams
     state["step"] += 1
     t = state["step"].item()  # a host sync per parameter: fine for the readable version
 
-    # Decoupled weight decay (Loshchilov & Hutter, Algorithm 2, line 12).
+    # Decoupled weight decay (Loshchilov & Hutter, Algorithm 2, line 12; scaled by lr, as torch does).
     if weight_decay != 0:
         param.mul_(1 - lr * weight_decay)
 
