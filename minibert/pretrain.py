@@ -54,7 +54,7 @@ from minibert.tokenizer import WordPieceTokenizer
 CORPUS_TASKS = ("sst", "cfimdb", "para", "sts")
 # options that fix the data and the schedule: a resumed run must use the same ones
 RUN_DEFINING = ("seed", "limit", "include_dev_test", "heldout_frac", "batch_size", "max_length",
-                "epochs", "max_steps", "whole_word", "mlm_prob", "lr", "warmup_frac", "weights")
+                "epochs", "max_steps", "whole_word", "mlm_prob", "lr", "head_lr", "warmup_frac", "weights")
 
 
 def log(*args) -> None:
@@ -145,11 +145,18 @@ def evaluate(model: BertForMLM, batches: list, device) -> dict:
             "masked_tokens": n_masked}
 
 
-def param_groups(model, weight_decay: float) -> list:
-    """BERT's convention: decay the weight matrices, not the biases and LayerNorm gains (1-d)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+def param_groups(model: BertForMLM, weight_decay: float, lr: float, head_lr: float) -> list:
+    """BERT's convention: decay the weight matrices, not the biases and LayerNorm gains (1-d).
+    The head's own parameters (not the tied decoder, which is the encoder's word embeddings)
+    get `head_lr`: a new head starts from random weights and needs larger steps."""
+    head = list(model.head.parameters())  # a list, not a set: the order must repeat for --resume
+    head_ids = {id(p) for p in head}
+    encoder = [p for p in model.parameters() if id(p) not in head_ids]
+    groups = []
+    for params, group_lr in ((encoder, lr), (head, head_lr)):
+        groups += [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay, "lr": group_lr},
+                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0, "lr": group_lr}]
+    return [g for g in groups if g["params"]]
 
 
 def set_encoder_trainable(model: BertForMLM, trainable: bool) -> None:
@@ -182,6 +189,9 @@ def parse_args(argv):
     p.add_argument("--warmup-frac", type=float, default=0.06, help="linear warm-up share of the steps, then linear decay")
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping (0: off)")
+    p.add_argument("--head-lr", type=float, default=None,
+                   help="peak learning rate of the MLM head's own parameters (default: 1e-3 for a new "
+                        "head, --lr for a loaded one)")
     p.add_argument("--head-warmup-steps", type=int, default=200,
                    help="if the MLM head is new, train only the head for this many steps first, so its "
                         "random early gradients do not reach the pretrained encoder")
@@ -247,8 +257,11 @@ def main(argv=None) -> int:
     model = BertForMLM.from_pretrained(folder, log=log)
     head_is_new = not model.head_loaded
     model.to(device).train()
-    optimizer = AdamW(param_groups(model, args.weight_decay), lr=args.lr, weight_decay=args.weight_decay,
-                      foreach=True)
+    # TODO(optim): foreach=True once the fused step handles lr == 0, the first step of the
+    # warm-up (it gives NaN where a gradient is 0; the readable step is fine)
+    head_lr = args.head_lr or (1e-3 if head_is_new else args.lr)
+    optimizer = AdamW(param_groups(model, args.weight_decay, args.lr, head_lr), lr=args.lr,
+                      weight_decay=args.weight_decay, foreach=False)
     steps_per_epoch = len(epoch_batches(lengths, args.batch_size, args.seed, 0))
     total_steps = args.max_steps or args.epochs * steps_per_epoch
     scheduler = make_scheduler(optimizer, "linear", round(args.warmup_frac * total_steps), total_steps)
@@ -320,6 +333,11 @@ def main(argv=None) -> int:
             if step % args.log_every == 0 or step == total_steps:
                 dt = time.time() - t_log
                 loss, acc = loss_sum.item() / max(masked_sum, 1), correct_sum.item() / max(masked_sum, 1)
+                if not math.isfinite(loss):
+                    bar.close()
+                    log(f"the training loss is {loss} at step {step}: stopping (no checkpoint written "
+                        "after this point; lower --lr, or check the optimizer)")
+                    return 1
                 metrics.write(event="train", step=step, epoch=epoch, loss=loss, accuracy=acc,
                               lr=scheduler.get_last_lr()[0], tokens_per_s=tokens / dt)
                 bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}", tok_s=f"{tokens / dt:.0f}")
