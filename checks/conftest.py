@@ -17,6 +17,7 @@ STEPS = {
     "test_tokenizer.py": "step02",  # WordPiece
     "test_optim.py": "step03",      # AdamW + AMSGrad
     "test_heads.py": "step04",      # sentiment classifier and the task heads
+    "test_classifier.py": "step04",
     "test_mlm.py": "step05",        # MLM masking and head
     "test_masking.py": "step05",
     "test_train.py": "step06",      # multitask schedules

@@ -54,7 +54,8 @@ STEPS = {
     "model.py": "step01",      # embeddings, attention, the transformer layer
     "tokenizer.py": "step02",  # WordPiece
     "optim.py": "step03",      # the AdamW step
-    "heads.py": "step04",      # sentiment classifier and the task heads
+    "classifier.py": "step04", # the sentiment classifier
+    "heads.py": "step04",      # the task heads
     "masking.py": "step05",    # MLM masking
     "mlm.py": "step05",        # MLM head
     "train.py": "step06",      # multitask schedules

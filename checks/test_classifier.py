@@ -1,0 +1,94 @@
+"""The sentiment classifier (minibert/classifier.py) on a tiny random BERT and tiny CSVs
+(checks/tiny_world.py: the class is given by one word, so a few epochs learn it)."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+from minibert import classifier
+from minibert.data import read_examples
+from minibert.model import BertModel
+from tiny_world import make_data, make_weights, write_csv
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sentiment")
+    data = make_data(root / "data", n=(160, 60, 10))
+    # CFIMDB-format files from the SST ones: positive = "good" or "great" (classes 3, 4)
+    for split in ("train", "dev", "test-student"):
+        rows = read_examples(data / f"ids-sst-{split}.csv", "sst")
+        test = split == "test-student"
+        write_csv(data / f"ids-cfimdb-{split}.csv", ["id", "sentence"] + ([] if test else ["sentiment"]),
+                  [[e.id, e.texts[0]] + ([] if test else [int(e.label >= 3)]) for e in rows], test)
+    return make_weights(root / "bert"), data
+
+
+def run(world, tmp_path, *extra):
+    weights, data = world
+    out = tmp_path / "run"
+    argv = ["--weights", str(weights), "--data-dir", str(data), "--out", str(out), "--device", "cpu",
+            "--batch-size", "16", "--no-progress", *extra]
+    assert classifier.main(argv) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return out, rows, json.loads((out / "summary.json").read_text())
+
+
+def read_predictions(path):
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["id", "Predicted_Sentiment"]
+    return {r[0]: int(r[1]) for r in rows[1:]}
+
+
+def test_finetune_learns_and_writes_cs224n_predictions(world, tmp_path):
+    out, rows, summary = run(world, tmp_path, "--option", "finetune", "--lr", "2e-3", "--epochs", "6")
+    losses = [r["train_loss"] for r in rows]
+    accs = [r["dev"]["sst_acc"] for r in rows]
+    assert losses[-1] < 0.7 * losses[0], losses
+    assert max(accs) > 0.6, accs  # 5 classes: chance is 0.2
+    assert summary["dev"]["sst_acc"] == max(accs) and summary["best_epoch"] == accs.index(max(accs))
+    # dev predictions: every dev id once, in file order; their accuracy is the reported one
+    dev = read_examples(world[1] / "ids-sst-dev.csv", "sst")
+    pred = read_predictions(out / "predictions/sst-dev-output.csv")
+    assert list(pred) == [e.id for e in dev]
+    assert sum(pred[e.id] == e.label for e in dev) / len(dev) == pytest.approx(summary["dev"]["sst_acc"])
+    test = read_examples(world[1] / "ids-sst-test-student.csv", "sst")
+    pred = read_predictions(out / "predictions/sst-test-output.csv")
+    assert list(pred) == [e.id for e in test] and set(pred.values()) <= set(range(5))
+
+
+def test_pretrain_option_trains_only_the_linear_layer(world):
+    weights, _ = world
+    bert = BertModel.from_pretrained(weights)
+    before = {k: v.clone() for k, v in bert.state_dict().items()}
+    model = classifier.SentimentClassifier(bert, num_labels=5, dropout=0.0, freeze=True)
+    model.train()
+    assert not model.bert.training and model.classifier.weight.requires_grad
+    head_before = model.classifier.weight.detach().clone()
+    opt = classifier.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    ids = torch.randint(5, 20, (4, 7))
+    loss = torch.nn.functional.cross_entropy(model(ids, torch.ones_like(ids)), torch.tensor([0, 1, 2, 3]))
+    loss.backward()
+    opt.step()
+    assert all(p.grad is None for p in model.bert.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.bert.state_dict().items())
+    assert not torch.equal(head_before, model.classifier.weight)
+
+
+def test_cfimdb_pretrain_run(world, tmp_path):
+    out, rows, summary = run(world, tmp_path, "--dataset", "cfimdb", "--epochs", "3", "--lr", "1e-2")
+    assert [r["epoch"] for r in rows] == [0, 1, 2]
+    assert set(summary["dev"]) == {"cfimdb_acc"} and summary["stage"] == "sentiment-pretrain"
+    pred = read_predictions(out / "predictions/cfimdb-dev-output.csv")
+    assert set(pred.values()) <= {0, 1}
+    assert (out / "predictions/cfimdb-test-output.csv").is_file()
+
+
+def test_bad_arguments_are_refused(world, tmp_path):
+    with pytest.raises(SystemExit):
+        classifier.parse_args(["--dataset", "imdb"])
+    with pytest.raises(SystemExit):
+        classifier.parse_args(["--option", "frozen"])

@@ -1,0 +1,170 @@
+"""The classic first BERT exercise: a sentiment classifier on BERT's sentence vector.
+
+    sentence --BERT--> pooler_output (B, C) --dropout--> Linear --> class logits (B, K)
+
+pooler_output is tanh(W h_[CLS] + b), the vector BERT's pretraining (next-sentence
+prediction) taught to summarise a sequence (Devlin et al. 2018, section 3; the CS224N minbert
+assignment uses it the same way). Two ways to train it, as in that assignment (--option):
+
+    pretrain   BERT frozen: only the linear layer learns (lr 1e-3). BERT is kept in eval
+               mode and runs without autograd, so its outputs are fixed features.
+    finetune   BERT and the linear layer learn together (lr 1e-5 .. 5e-5): the encoder
+               adapts to the task, which is what makes BERT strong.
+
+Datasets (--dataset): SST (5 classes, very negative .. very positive) and CFIMDB (movie
+reviews, negative / positive). Training keeps the epoch of best dev accuracy.
+
+A run folder (--out, default runs/sentiment-DATASET-OPTION):
+    metrics.jsonl    one line per epoch (train loss, dev accuracy)
+    predictions/     DATASET-dev-output.csv, DATASET-test-output.csv (`id,Predicted_Sentiment`)
+    summary.json     the best dev accuracy, read by `python -m minibert results`
+"""
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from minibert.checkpoint import write_json
+from minibert.data import NUM_CLASSES, load_datasets
+from minibert.evaluate import predict_dataset, score, write_predictions
+from minibert.model import BertModel
+from minibert.optim import AdamW
+from minibert.paths import data_dir, weights_dir
+from minibert.runtime import MetricsLog, autocast, pick_device, seed_everything
+from minibert.tokenizer import WordPieceTokenizer
+from minibert.train import device_name
+
+OPTIONS = {"pretrain": 1e-3, "finetune": 2e-5}  # option -> default learning rate
+
+
+class SentimentClassifier(nn.Module):
+    """BERT + dropout + one linear layer on the pooled [CLS] vector."""
+
+    def __init__(self, bert: BertModel, num_labels: int, dropout: float = 0.3, freeze: bool = False):
+        super().__init__()
+        self.bert = bert
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(bert.config.hidden_size, num_labels)
+        self.frozen = freeze
+        bert.requires_grad_(not freeze)
+
+    def train(self, mode=True):
+        super().train(mode)
+        if self.frozen:
+            self.bert.eval()  # a frozen encoder gives fixed features: no dropout in it
+        return self
+
+    def forward(self, input_ids, attention_mask):
+        """(B, T) token ids and mask -> (B, num_labels) logits."""
+        # BEGIN SOLUTION
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            pooled = self.bert(input_ids, attention_mask)["pooler_output"]  # (B, C)
+        return self.classifier(self.dropout(pooled.float()))  # (B, num_labels)
+        # END SOLUTION
+
+    def predict(self, task, batch):
+        """Class probabilities (B, num_labels): what evaluate.predict_dataset collects."""
+        return self(batch["input_ids"], batch["attention_mask"]).float().softmax(-1)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m minibert sentiment", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dataset", choices=sorted(NUM_CLASSES), default="sst")
+    p.add_argument("--option", choices=sorted(OPTIONS), default="pretrain",
+                   help="pretrain: BERT frozen, train the linear layer; finetune: train everything")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, help="learning rate (default: 1e-3 pretrain, 2e-5 finetune)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--eval-batch-size", type=int, default=128)
+    p.add_argument("--dropout", type=float, default=0.3, help="dropout on the pooled vector")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--max-length", type=int, help="tokens per sentence (default: 128 SST, 512 CFIMDB)")
+    p.add_argument("--weights", help="a BERT folder (Hugging Face format; default all-MiniLM-L6-v2)")
+    p.add_argument("--data-dir", help="the CS224N CSVs (default: ./data)")
+    p.add_argument("--limit", type=int, help="at most this many examples per split (quick runs)")
+    p.add_argument("--out", help="run folder (default: runs/sentiment-DATASET-OPTION)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    args = p.parse_args(argv)
+    args.lr = args.lr if args.lr is not None else OPTIONS[args.option]
+    args.max_length = args.max_length or (512 if args.dataset == "cfimdb" else 128)
+    args.out = args.out or f"runs/sentiment-{args.dataset}-{args.option}"
+    return args
+
+
+def train_epoch(model, ds, optimizer, device, args, epoch, generator) -> float:
+    """One pass over the training set; returns the mean training loss."""
+    model.train()
+    batches = ds.batches(args.batch_size, shuffle=True, generator=generator)
+    total = torch.zeros((), device=device)
+    for idx in tqdm(batches, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not args.progress,
+                    dynamic_ncols=True):
+        batch = {k: v.to(device, non_blocking=True) for k, v in ds.collate(idx).items()}
+        with autocast(device):
+            logits = model(batch["input_ids"], batch["attention_mask"])  # (B, K)
+        loss = F.cross_entropy(logits.float(), batch["labels"])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        total += loss.detach()
+    return (total / max(len(batches), 1)).item()
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    device = pick_device(args.device)
+    seed_everything(args.seed)
+    out = Path(args.out)
+    folder = weights_dir(args.weights)
+    tok = WordPieceTokenizer.from_vocab(folder / "vocab.txt")
+    data = load_datasets(data_dir(args.data_dir), tok, tasks=(args.dataset,), limit=args.limit,
+                         max_length=args.max_length, seed=args.seed)
+    train, dev = data["train"][args.dataset], data["dev"][args.dataset]
+    bert = BertModel.from_pretrained(folder)
+    model = SentimentClassifier(bert, NUM_CLASSES[args.dataset], args.dropout,
+                                freeze=args.option == "pretrain").to(device)
+    optimizer = AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr,
+                      weight_decay=args.weight_decay)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(vars(args), out / "config.json")
+    log = MetricsLog(out / "metrics.jsonl")
+    log.path.write_text("")  # a fresh run
+    name = out.name
+    print(f"{name}: {args.option} on {args.dataset} ({len(train)} train, {len(dev)} dev) on {device_name(device)}")
+
+    best_acc, best_epoch, best_state = -1.0, None, None
+    g = torch.Generator().manual_seed(args.seed)
+    t0 = time.time()
+    for epoch in range(args.epochs):
+        loss = train_epoch(model, train, optimizer, device, args, epoch, g)
+        acc = score("sst", predict_dataset(model, dev, device, args.eval_batch_size), dev.labels)
+        improved = acc > best_acc
+        if improved:  # keep the best epoch's weights (on the CPU: a GPU copy would double memory)
+            best_acc, best_epoch = acc, epoch
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        log.write(run=name, stage="sentiment", option=args.option, dataset=args.dataset, epoch=epoch,
+                  train_loss=loss, dev={f"{args.dataset}_acc": acc}, improved=improved)
+        print(f"epoch {epoch + 1}: train loss {loss:.4f}, dev acc {acc:.4f}" + (" (best)" if improved else ""))
+
+    model.load_state_dict(best_state)
+    for split in ("dev", "test"):
+        if args.dataset in data[split]:
+            ds = data[split][args.dataset]
+            # header `id,Predicted_Sentiment`: SST's prediction format, the same for CFIMDB
+            write_predictions(out / "predictions" / f"{args.dataset}-{split}-output.csv", "sst",
+                              ds.example_ids, predict_dataset(model, ds, device, args.eval_batch_size))
+    elapsed = time.time() - t0
+    write_json({"name": name, "stage": f"sentiment-{args.option}", "schedule": None, "dataset": args.dataset,
+                "config": vars(args), "dev": {f"{args.dataset}_acc": best_acc}, "best_epoch": best_epoch,
+                "wall_time_s": round(elapsed, 1), "device": device_name(device), "torch": torch.__version__},
+               out / "summary.json")
+    print(f"{name}: best dev accuracy {best_acc:.4f} (epoch {best_epoch + 1}); {elapsed:.0f} s; files in {out}")
+    return 0
+
