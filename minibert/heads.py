@@ -85,13 +85,14 @@ class MultitaskBERT(nn.Module):
     # ---- embeddings ---------------------------------------------------------------------
 
     def encode(self, input_ids, attention_mask):
-        """BERT's last hidden states (B, T, C); without autograd when the encoder is frozen."""
+        """BERT's last hidden states (B, T, C) in float32 (under bf16 autocast, pooling sums
+        many vectors: keep it out of bf16's 8-bit mantissa); no autograd when frozen."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.encoder_frozen):
-            return self.bert(input_ids, attention_mask)["last_hidden_state"]
+            return self.bert(input_ids, attention_mask)["last_hidden_state"].float()
 
     def pair_embeddings(self, input_ids, attention_mask):
         """A stacked pair batch (2B, T) -> the mean-pooled embeddings u, v: (B, C) each."""
-        e = mean_pool(self.encode(input_ids, attention_mask), attention_mask).float()  # (2B, C)
+        e = mean_pool(self.encode(input_ids, attention_mask), attention_mask)  # (2B, C)
         return e.chunk(2)
 
     @staticmethod
@@ -108,7 +109,7 @@ class MultitaskBERT(nn.Module):
         # BEGIN SOLUTION
         h = self.encode(input_ids, attention_mask)  # (B, T, C)
         s = self.alpha1 * h[:, 0] + self.alpha2 * mean_pool(h, attention_mask)  # (B, C), eq. 1
-        s = self.dropout(self.sst_norm(F.relu(self.sst_hidden(s.float()))))  # (B, H)
+        s = self.dropout(self.sst_norm(F.relu(self.sst_hidden(s))))  # (B, H)
         return self.sst_out(s)  # (B, num_labels); argmax is the prediction (eq. 2)
         # END SOLUTION
 
