@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minibert.data import FORMATS, TASKS, TaskDataset, file_name, load_datasets, read_examples
+from minibert.data import FORMATS, TASKS, TaskDataset, load_datasets, read_examples
 from minibert.heads import load_model, vocab_path
 from minibert.paths import data_dir
 from minibert.runtime import autocast, pick_device
