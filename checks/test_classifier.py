@@ -78,6 +78,24 @@ def test_pretrain_option_trains_only_the_linear_layer(world):
     assert not torch.equal(head_before, model.classifier.weight)
 
 
+def test_cached_features_give_the_same_logits(world, tmp_path):
+    """--option pretrain trains on sentence vectors computed once: the same logits as the
+    whole model (in eval mode, where dropout is off)."""
+    from minibert.data import load_datasets
+    from minibert.tokenizer import WordPieceTokenizer
+
+    weights, data = world
+    ds = load_datasets(data, WordPieceTokenizer.from_vocab(weights / "vocab.txt"), tasks=("sst",))["dev"]["sst"]
+    model = classifier.SentimentClassifier(BertModel.from_pretrained(weights), 5, freeze=True).eval()
+    cpu = torch.device("cpu")
+    features = classifier.predict_dataset(classifier.PooledFeatures(model), ds, cpu)
+    idx = [5, 0, 17, 3]
+    with torch.no_grad():
+        direct = classifier.logits_of(model, ds, idx, cpu)
+        cached = classifier.logits_of(model, ds, idx, cpu, features)
+    torch.testing.assert_close(cached, direct, rtol=1e-5, atol=1e-6)
+
+
 def test_cfimdb_pretrain_run(world, tmp_path):
     out, rows, summary = run(world, tmp_path, "--dataset", "cfimdb", "--epochs", "3", "--lr", "1e-2")
     assert [r["epoch"] for r in rows] == [0, 1, 2]

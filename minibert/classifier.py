@@ -7,7 +7,8 @@ prediction) taught to summarise a sequence (Devlin et al. 2018, section 3; the C
 assignment uses it the same way). Two ways to train it, as in that assignment (--option):
 
     pretrain   BERT frozen: only the linear layer learns (lr 1e-3). BERT is kept in eval
-               mode and runs without autograd, so its outputs are fixed features.
+               mode and runs without autograd, so its outputs are fixed features: they are
+               computed once, before the first epoch, and every epoch trains on them.
     finetune   BERT and the linear layer learn together (lr 1e-5 .. 5e-5): the encoder
                adapts to the task, which is what makes BERT strong.
 
@@ -59,17 +60,38 @@ class SentimentClassifier(nn.Module):
             self.bert.eval()  # a frozen encoder gives fixed features: no dropout in it
         return self
 
-    def forward(self, input_ids, attention_mask):
-        """(B, T) token ids and mask -> (B, num_labels) logits."""
+    def sentence_vector(self, input_ids, attention_mask):
+        """(B, T) token ids and mask -> (B, C) pooled [CLS] vectors (no autograd if frozen)."""
         # BEGIN SOLUTION
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
-            pooled = self.bert(input_ids, attention_mask)["pooler_output"]  # (B, C)
-        return self.classifier(self.dropout(pooled.float()))  # (B, num_labels)
+            return self.bert(input_ids, attention_mask)["pooler_output"].float()  # (B, C)
         # END SOLUTION
+
+    def classify(self, pooled):
+        """(B, C) sentence vectors -> (B, num_labels) logits."""
+        # BEGIN SOLUTION
+        return self.classifier(self.dropout(pooled))  # (B, num_labels)
+        # END SOLUTION
+
+    def forward(self, input_ids, attention_mask):
+        return self.classify(self.sentence_vector(input_ids, attention_mask))  # (B, num_labels)
 
     def predict(self, task, batch):
         """Class probabilities (B, num_labels): what evaluate.predict_dataset collects."""
         return self(batch["input_ids"], batch["attention_mask"]).float().softmax(-1)
+
+
+class PooledFeatures(nn.Module):
+    """The frozen encoder as evaluate.predict_dataset sees a model: it 'predicts' the pooled
+    vectors (N, C), in dataset order."""
+
+    def __init__(self, model: SentimentClassifier):
+        super().__init__()
+        self.model = model
+        self.training = model.training  # predict_dataset restores this mode when it is done
+
+    def predict(self, task, batch):
+        return self.model.sentence_vector(batch["input_ids"], batch["attention_mask"])
 
 
 def parse_args(argv):
@@ -99,22 +121,40 @@ def parse_args(argv):
     return args
 
 
-def train_epoch(model, ds, optimizer, device, args, epoch, generator) -> float:
+def logits_of(model, ds, idx, device, features=None):
+    """Logits of the examples `idx` of `ds`: from the cached sentence vectors when the encoder
+    is frozen, else through the whole model."""
+    if features is not None:
+        return model.classify(features[idx].to(device))  # (B, K)
+    batch = ds.collate(idx)
+    with autocast(device):
+        return model(batch["input_ids"].to(device), batch["attention_mask"].to(device)).float()  # (B, K)
+
+
+def train_epoch(model, ds, optimizer, device, args, epoch, generator, features=None) -> float:
     """One pass over the training set; returns the mean training loss."""
     model.train()
     batches = ds.batches(args.batch_size, shuffle=True, generator=generator)
     total = torch.zeros((), device=device)
     for idx in tqdm(batches, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not args.progress,
                     dynamic_ncols=True):
-        batch = {k: v.to(device, non_blocking=True) for k, v in ds.collate(idx).items()}
-        with autocast(device):
-            logits = model(batch["input_ids"], batch["attention_mask"])  # (B, K)
-        loss = F.cross_entropy(logits.float(), batch["labels"])
+        loss = F.cross_entropy(logits_of(model, ds, idx, device, features), ds.labels[idx].to(device))
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         total += loss.detach()
     return (total / max(len(batches), 1)).item()
+
+
+def probabilities(model, ds, device, args, features=None):
+    """(N, K) class probabilities of every example of `ds`, in its order."""
+    if features is None:
+        return predict_dataset(model, ds, device, args.eval_batch_size)
+    model.eval()
+    with torch.no_grad():
+        probs = model.classify(features.to(device)).softmax(-1).cpu()
+    model.train()
+    return probs
 
 
 def main(argv=None) -> int:
@@ -138,13 +178,19 @@ def main(argv=None) -> int:
     log.path.write_text("")  # a fresh run
     name = out.name
     print(f"{name}: {args.option} on {args.dataset} ({len(train)} train, {len(dev)} dev) on {device_name(device)}")
+    t0 = time.time()
+    features = {}
+    if model.frozen:  # a frozen encoder in eval mode is a fixed function: run it once per example
+        for split, sets in data.items():
+            if args.dataset in sets:
+                features[split] = predict_dataset(PooledFeatures(model), sets[args.dataset], device,
+                                                  args.eval_batch_size)  # (N, C)
 
     best_acc, best_epoch, best_state = -1.0, None, None
     g = torch.Generator().manual_seed(args.seed)
-    t0 = time.time()
     for epoch in range(args.epochs):
-        loss = train_epoch(model, train, optimizer, device, args, epoch, g)
-        acc = score("sst", predict_dataset(model, dev, device, args.eval_batch_size), dev.labels)
+        loss = train_epoch(model, train, optimizer, device, args, epoch, g, features.get("train"))
+        acc = score("sst", probabilities(model, dev, device, args, features.get("dev")), dev.labels)
         improved = acc > best_acc
         if improved:  # keep the best epoch's weights (on the CPU: a GPU copy would double memory)
             best_acc, best_epoch = acc, epoch
@@ -159,7 +205,7 @@ def main(argv=None) -> int:
             ds = data[split][args.dataset]
             # header `id,Predicted_Sentiment`: SST's prediction format, the same for CFIMDB
             write_predictions(out / "predictions" / f"{args.dataset}-{split}-output.csv", "sst",
-                              ds.example_ids, predict_dataset(model, ds, device, args.eval_batch_size))
+                              ds.example_ids, probabilities(model, ds, device, args, features.get(split)))
     elapsed = time.time() - t0
     write_json({"name": name, "stage": f"sentiment-{args.option}", "schedule": None, "dataset": args.dataset,
                 "config": vars(args), "dev": {f"{args.dataset}_acc": best_acc}, "best_epoch": best_epoch,

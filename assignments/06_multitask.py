@@ -1,0 +1,20 @@
+"""Step 6: multitask fine-tuning: one BERT, three heads (MT-BERT paper sections 4.2-4.3).
+
+What it teaches: sentiment (SST, 5 classes), paraphrase (Quora, binary) and similarity (STS,
+Pearson r) trained together on one shared encoder, and the schedules that interleave them:
+round-robin and random-shuffling-dropout.
+Where: minibert/data.py (the three datasets), minibert/heads.py (MultitaskBERT),
+minibert/train.py (epoch_plan: the schedules; the training loop).
+Graded by: checks/test_data.py and checks/test_train.py (`pytest checks/ -m step06`).
+Runs `python -m minibert train --stage multitask --schedule round-robin` (runs/multitask-rr/);
+prints SST accuracy, paraphrase accuracy, STS r and their mean: see results/.
+"""
+
+import sys
+
+from _common import step_main
+
+if __name__ == "__main__":
+    sys.exit(step_main("step06", __doc__,
+                       command=["train", "--stage", "multitask", "--schedule", "round-robin", "--out", "runs/multitask-rr"],
+                       quick=["--limit", "200", "--epochs", "1", "--out", "runs/quick-multitask-rr"]))

@@ -1,0 +1,18 @@
+"""Step 7: gradient surgery, PCGrad (Yu et al. 2020, Algorithm 1; MT-BERT paper section 4.3).
+
+What it teaches: when two tasks' gradients conflict (negative dot product), project each onto
+the normal plane of the other before summing, so no task undoes another's progress.
+Where: minibert/pcgrad.py (pcgrad_project, pc_backward); the schedule in minibert/train.py.
+Graded by: checks/test_pcgrad.py (`pytest checks/ -m step07`): against a float64 brute force.
+Runs `python -m minibert train --stage multitask --schedule pcgrad` (runs/multitask-pcgrad/):
+see results/ for its dev scores next to round-robin's.
+"""
+
+import sys
+
+from _common import step_main
+
+if __name__ == "__main__":
+    sys.exit(step_main("step07", __doc__,
+                       command=["train", "--stage", "multitask", "--schedule", "pcgrad", "--out", "runs/multitask-pcgrad"],
+                       quick=["--limit", "200", "--epochs", "1", "--out", "runs/quick-multitask-pcgrad"]))

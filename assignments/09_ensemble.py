@@ -1,0 +1,34 @@
+"""Step 9: an ensemble of the trained models (MT-BERT paper section 5.2).
+
+What it teaches: averaging the models' outputs (SST class probabilities, paraphrase
+probabilities, STS scores) usually beats each model alone, because their errors differ.
+Where: minibert/evaluate.py (ensemble_main, predict_dataset).
+Graded by: the step06 checks (`pytest checks/ -m step06`).
+Runs `python -m minibert ensemble --checkpoints runs/*/best` (every finished training run, or
+the ones you pass with --checkpoints) and writes runs/ensemble/: see results/.
+"""
+
+import sys
+from pathlib import Path
+
+from _common import ROOT, step_main
+
+
+def demo(args, rest) -> int:
+    from _common import run_minibert
+
+    if "--checkpoints" in rest:
+        return run_minibert("ensemble", "--out", "runs/ensemble", *rest)
+    prefix = "quick-" if args.quick else ""
+    found = sorted(str(p.parent.relative_to(ROOT)) for p in ROOT.glob(f"runs/{prefix}*/best/heads.json"))
+    if not args.quick:
+        found = [f for f in found if not Path(f).parent.name.startswith("quick-")]
+    if not found:
+        print("no trained models in runs/*/best: run steps 6 to 8 first (or pass --checkpoints)")
+        return 1
+    quick = ["--limit", "200"] if args.quick else []
+    return run_minibert("ensemble", "--checkpoints", *found, "--out", f"runs/{prefix}ensemble", *quick, *rest)
+
+
+if __name__ == "__main__":
+    sys.exit(step_main("step06", __doc__, demo=demo))

@@ -1,0 +1,52 @@
+"""What every assignment script does: grade its step with the checks, then run its stage.
+
+    python assignments/NN_name.py [--quick] [--skip-checks | --checks-only] [stage options]
+
+Options the script does not know are passed on to the stage (`python -m minibert ...`), after
+the script's defaults, so they override them: `python assignments/04_sentiment.py --option finetune`.
+"""
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the scripts run as `python assignments/NN.py` from anywhere
+
+
+def parse(doc, argv=None):
+    """-> (known options, the rest for the stage)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="a CPU-sized run: a few hundred examples, few steps")
+    p.add_argument("--skip-checks", action="store_true", help="run the stage without grading the step first")
+    p.add_argument("--checks-only", action="store_true", help="grade the step, run nothing else")
+    return p.parse_known_args(argv)
+
+
+def run_checks(step) -> bool:
+    """`pytest checks/ -m STEP`: the checks that grade this step (checks/conftest.py)."""
+    print(f"== check: pytest checks/ -m {step}", flush=True)
+    rc = subprocess.run([sys.executable, "-m", "pytest", "checks/", "-m", step, "-q"], cwd=ROOT).returncode
+    print(f"== check {step}: {'passed' if rc == 0 else 'FAILED'}", flush=True)
+    return rc == 0
+
+
+def run_minibert(*args) -> int:
+    cmd = [sys.executable, "-m", "minibert", *map(str, args)]
+    print("== run: python -m minibert " + " ".join(cmd[3:]), flush=True)
+    return subprocess.run(cmd, cwd=ROOT).returncode
+
+
+def step_main(step, doc, command=(), quick=(), demo=None, argv=None) -> int:
+    """Grade `step`, then run `python -m minibert COMMAND` (or `demo(options, rest)`)."""
+    args, rest = parse(doc, argv)
+    if not args.skip_checks:
+        ok = run_checks(step)
+        if args.checks_only or not ok:
+            if not ok:
+                print(f"fix the failing checks of {step} first (or pass --skip-checks)")
+            return 0 if ok else 1
+    if demo is not None:
+        return demo(args, rest)
+    return run_minibert(*command, *(quick if args.quick else ()), *rest)
