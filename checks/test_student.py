@@ -37,6 +37,10 @@ REQUIRED = {
 }
 COURSE_STEPS = [f"step0{i}" for i in range(1, 8)]  # the steps that have check files
 
+if any("raise NotImplementedError('step" in p.read_text() for p in (ROOT / "minibert").glob("*.py")):
+    pytest.skip("this is a student copy: its blanks are graded by the step checks",
+                allow_module_level=True)
+
 
 @pytest.fixture(scope="module")
 def full_copy(tmp_path_factory):
