@@ -371,3 +371,14 @@ def test_fused_step_replays_in_a_cuda_graph():
     for a, b in zip(eager, graphed):
         assert torch.equal(a, b)
     assert float(graphed_opt.state[graphed[0]]["step"]) == 12
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_zero_lr_with_zero_gradients_stays_finite(foreach):
+    """Linear warm-up starts at lr = 0; a zero gradient there must give a zero update
+    (an earlier fused step divided by -lr and wrote 0/0 = NaN)."""
+    p = torch.nn.Parameter(torch.zeros(3))
+    opt = AdamW([p], lr=0.0, weight_decay=0.01, foreach=foreach)
+    p.grad = torch.tensor([0.0, 1.0, 0.0])
+    opt.step()
+    assert torch.equal(p.detach(), torch.zeros(3))

@@ -226,15 +226,14 @@ class AdamW(torch.optim.Optimizer):
         scalar_dtype = torch.float64 if params[0].dtype == torch.float64 else torch.float32
         bias_correction2_sqrt = (1 - beta2**t).sqrt()
         neg_step_size = -lr / (1 - beta1**t)
-        # addcdiv_ takes its `value` only as a Python number (a tensor would be read on the
-        # host), so -step_size is folded into the denominator, as torch does when capturable:
-        #   denom = (sqrt(v) / sqrt(bc2) + eps) / -step_size,   p += m / denom
         decay = 1 - lr * group["weight_decay"]
         if isinstance(decay, torch.Tensor):  # a tensor lr: keep the kernels' scalars on their device
             decay = decay.to(params[0].device)
-        scalars = dict(decay=decay, beta1=beta1, beta2=beta2,
-                       denom_scale=(bias_correction2_sqrt * neg_step_size).to(scalar_dtype),
-                       denom_shift=(group["eps"] / neg_step_size).to(scalar_dtype))
+        # The 0-d tensor scalars go only to _foreach_mul_/_foreach_div_, whose tensor-scalar
+        # kernels read them on the device (no host sync, so a CUDA graph can capture them).
+        scalars = dict(decay=decay, beta1=beta1, beta2=beta2, eps=group["eps"],
+                       bias_correction2_sqrt=bias_correction2_sqrt.to(scalar_dtype),
+                       neg_step_size=neg_step_size.to(scalar_dtype))
 
         tensor_lists = [params, [p.grad for p in params], [s["exp_avg"] for s in states],
                         [s["exp_avg_sq"] for s in states]]
@@ -257,9 +256,9 @@ class AdamW(torch.optim.Optimizer):
 
 
 def foreach_update(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, decay, beta1,
-                   beta2, denom_scale, denom_shift, weight_decay) -> None:
+                   beta2, eps, bias_correction2_sqrt, neg_step_size, weight_decay) -> None:
     """The element-wise part of `adamw_update` for lists of tensors, with the step-dependent
-    scalars precomputed (denom_scale = sqrt(bc2) * -step_size, denom_shift = eps / -step_size)."""
+    scalars precomputed (0-d tensors: sqrt(1 - beta2^t) and -lr / (1 - beta1^t))."""
     if weight_decay != 0:
         torch._foreach_mul_(params, decay)  # decoupled weight decay
     torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)  # m
@@ -270,9 +269,11 @@ def foreach_update(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *
         denoms = torch._foreach_sqrt(max_exp_avg_sqs)
     else:
         denoms = torch._foreach_sqrt(exp_avg_sqs)
-    torch._foreach_div_(denoms, denom_scale)
-    torch._foreach_add_(denoms, denom_shift)
-    torch._foreach_addcdiv_(params, exp_avgs, denoms)  # p -= step_size * m / (sqrt(v_hat) + eps)
+    torch._foreach_div_(denoms, bias_correction2_sqrt)
+    torch._foreach_add_(denoms, eps)  # sqrt(v_hat) + eps
+    updates = torch._foreach_div(exp_avgs, denoms)  # m / (sqrt(v_hat) + eps)
+    torch._foreach_mul_(updates, neg_step_size)  # * -lr / (1 - beta1^t); lr = 0 gives 0, not 0/0
+    torch._foreach_add_(params, updates)
 
 
 def cache_blocks(tensor_lists: list, block_elements: int) -> list:
