@@ -31,7 +31,6 @@ transformers is imported only here, lazily, and only for the comparison rows.
 import argparse
 import csv
 import datetime
-import inspect
 import json
 import statistics
 import sys
@@ -87,22 +86,18 @@ def matmul_peak_tflops(device, n: int = 8192, repeats: int = 20):
 # ---- models, optimizer, one step ---------------------------------------------------------------
 
 
-def make_optimizer(params, device):
-    """Returns (optimizer, label). On CUDA: torch.optim.AdamW(fused=True, capturable=True),
-    one kernel per step that a CUDA graph can capture. minibert.optim.AdamW(foreach=True)
-    could not be captured on torch 2.11 + CUDA (its _foreach_add_ with a 0-d device tensor
-    hit 'operation not permitted when stream is capturing'), so the GPU rows use torch's for
-    every model alike. Elsewhere: minibert.optim.AdamW when it exists, else torch's."""
-    if device.type == "cuda":
-        return (torch.optim.AdamW(params, lr=1e-5, weight_decay=0.01, fused=True, capturable=True),
-                "torch.optim.AdamW(fused=True, capturable=True)")
-    try:
-        from minibert.optim import AdamW
-    except ImportError:
-        return (torch.optim.AdamW(params, lr=1e-5, weight_decay=0.01, foreach=True),
-                "torch.optim.AdamW(foreach=True)")
-    flag = "fused" if "fused" in inspect.signature(AdamW).parameters else "foreach"
-    return AdamW(params, lr=1e-5, weight_decay=0.01, **{flag: True}), f"minibert.optim.AdamW({flag}=True)"
+def make_optimizer(params, device, which="minibert"):
+    """Returns (optimizer, label): minibert.optim.AdamW(foreach=True), whose step keeps its
+    counters on the device and syncs nothing, so a CUDA graph can capture it; or, with
+    which="torch", torch.optim.AdamW (fused=True, capturable=True on CUDA; foreach on CPU)."""
+    if which == "torch":
+        if device.type == "cuda":
+            return (torch.optim.AdamW(params, lr=1e-5, weight_decay=0.01, fused=True, capturable=True),
+                    "torch.optim.AdamW(fused=True, capturable=True)")
+        return torch.optim.AdamW(params, lr=1e-5, weight_decay=0.01, foreach=True), "torch.optim.AdamW(foreach=True)"
+    from minibert.optim import AdamW
+    lr = torch.tensor(1e-5, device=device)  # a tensor lr: a schedule can change it between graph replays
+    return AdamW(params, lr=lr, weight_decay=0.01, foreach=True), "minibert.optim.AdamW(foreach=True)"
 
 
 def make_step(forward, optimizer, batch, device):
@@ -215,7 +210,7 @@ def bench_config(name, config, args, device, peak, log):
                 torch.manual_seed(0)
                 model = BertModel(config).to(device).train().set_fast(fast)
                 forward = compile_ours(model, device, args.compile_scope) if compiled else model
-                built[fast, compiled] = forward, make_optimizer(model.parameters(), device)[0]
+                built[fast, compiled] = forward, make_optimizer(model.parameters(), device, args.optimizer)[0]
             forward, opt = built[fast, compiled]
             static = {k: v.clone() for k, v in batches[0].items()}
             step = make_step(forward, opt, static, device)
@@ -232,7 +227,7 @@ def bench_config(name, config, args, device, peak, log):
                 raise RuntimeError("transformers is not installed")
             model = model.to(device).train()
             forward = compile_fn(model, device, fullgraph=False) if compiled else model
-            opt, _ = make_optimizer(model.parameters(), device)
+            opt, _ = make_optimizer(model.parameters(), device, args.optimizer)
             static = {k: v.clone() for k, v in batches[0].items()}
             return time_steps(make_step(forward, opt, static, device), batches, static, device,
                               args.steps, args.repeats)
@@ -310,7 +305,7 @@ def bench_real_mix(args, device, log) -> dict:
             torch.manual_seed(0)
             model = BertModel(config).to(device).train().set_fast(True)
             forward = compile_ours(model, device, args.compile_scope, dynamic=True) if compiled else model
-            opt, _ = make_optimizer(model.parameters(), device)
+            opt, _ = make_optimizer(model.parameters(), device, args.optimizer)
             for b in batches[:3]:  # warm-up (compiles)
                 make_step(forward, opt, b, device)()
             if device.type == "cuda":
@@ -377,6 +372,8 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--weights", default=None, help="folder holding vocab.txt (default all-MiniLM-L6-v2)")
     p.add_argument("--out", default=None, help="folder for bench.json and bench.md")
+    p.add_argument("--optimizer", choices=("minibert", "torch"), default="minibert",
+                   help="minibert.optim.AdamW(foreach=True) or torch.optim.AdamW (fused on CUDA)")
     args = p.parse_args(argv)
 
     device = pick_device(args.device)
@@ -406,7 +403,7 @@ def main(argv=None) -> int:
                 device=torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
                 torch=torch.__version__, transformers=hf_version, batch=args.batch, length=args.length,
                 command="python -m minibert bench " + " ".join(sys.argv[2:] if argv is None else argv),
-                optimizer=make_optimizer([torch.zeros(1, requires_grad=True)], device)[1],
+                optimizer=make_optimizer([torch.zeros(1, requires_grad=True)], device, args.optimizer)[1],
                 compile_scope=args.compile_scope, peak_tflops=peak)
     log(f"{meta['device']}, torch {meta['torch']}, transformers {hf_version}, optimizer {meta['optimizer']}"
         + (f", bf16 matmul peak {peak:.0f} TFLOP/s" if peak else ""))

@@ -257,11 +257,9 @@ def main(argv=None) -> int:
     model = BertForMLM.from_pretrained(folder, log=log)
     head_is_new = not model.head_loaded
     model.to(device).train()
-    # TODO(optim): foreach=True once the fused step handles lr == 0, the first step of the
-    # warm-up (it gives NaN where a gradient is 0; the readable step is fine)
     head_lr = args.head_lr or (1e-3 if head_is_new else args.lr)
     optimizer = AdamW(param_groups(model, args.weight_decay, args.lr, head_lr), lr=args.lr,
-                      weight_decay=args.weight_decay, foreach=False)
+                      weight_decay=args.weight_decay, foreach=True)
     steps_per_epoch = len(epoch_batches(lengths, args.batch_size, args.seed, 0))
     total_steps = args.max_steps or args.epochs * steps_per_epoch
     scheduler = make_scheduler(optimizer, "linear", round(args.warmup_frac * total_steps), total_steps)
