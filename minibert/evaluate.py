@@ -13,6 +13,7 @@ existing graders read it) and one `id,value` line per example, in the input file
 
 import argparse
 import csv
+import time
 from pathlib import Path
 
 import numpy as np
@@ -162,6 +163,7 @@ def ensemble_main(argv=None) -> int:
     from minibert.checkpoint import write_json
 
     device = pick_device(args.device)
+    t0 = time.perf_counter()
     sums, data = {}, {}
     for ckpt in args.checkpoints:
         model = load_model(ckpt).to(device)
@@ -179,6 +181,9 @@ def ensemble_main(argv=None) -> int:
     out = Path(args.out)
     for split in data:
         write_split_predictions(out / "predictions", split, data[split], outputs[split])
-    write_json({"checkpoints": args.checkpoints, "dev": metrics}, out / "metrics.json")
+    # summary.json in the stages' format, so `python -m minibert results` lists the ensemble
+    write_json({"name": out.name, "stage": "ensemble", "schedule": None, "checkpoints": args.checkpoints,
+                "dev": metrics, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
+                "torch": torch.__version__, "wall_time_s": time.perf_counter() - t0}, out / "summary.json")
     print("ensemble of", len(args.checkpoints), "dev:", ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return 0

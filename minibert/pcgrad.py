@@ -29,14 +29,17 @@ def pcgrad_project(grads, generator=None):
     projected = []
     for i, g in enumerate(grads):
         # BEGIN SOLUTION
-        g = g.clone()
+        # in float64: |g_j|^2 of a tiny float32 gradient would underflow to zero
+        g = g.double()
         others = [j for j in range(len(grads)) if j != i]
         order = torch.randperm(len(others), generator=generator).tolist()
         for j in (others[k] for k in order):
-            dot = torch.dot(g, grads[j])
-            # min(dot, 0): subtract the component along grads[j] only when they conflict.
+            gj = grads[j].double()
+            dot = torch.dot(g, gj)
+            # min(dot, 0): subtract the component along g_j only when they conflict.
             # Written without an `if` so no value has to come back to the host.
-            g = g - dot.clamp(max=0) / grads[j].pow(2).sum().clamp_min(1e-30) * grads[j]
+            g = g - dot.clamp(max=0) / gj.pow(2).sum().clamp_min(1e-300) * gj
+        g = g.to(grads[i].dtype)
         # END SOLUTION
         projected.append(g)
     return projected

@@ -19,6 +19,8 @@ def read_runs(folder) -> list:
     runs = []
     for summary in sorted(Path(folder).glob("*/summary.json")):
         s = json.loads(summary.read_text())
+        if "stage" not in s or "dev" not in s:  # e.g. pretrain/ and sentiment runs: other tables
+            continue
         s["metrics"] = MetricsLog(summary.parent / "metrics.jsonl").read()
         runs.append(s)
     return runs
