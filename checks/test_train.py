@@ -177,7 +177,7 @@ def test_predict_and_ensemble_commands(world, rr_run, tmp_path, capsys):
     # an ensemble of one model twice is that model
     assert evaluate.ensemble_main(["--checkpoints", str(rr_run / "best"), str(rr_run / "best"),
                                    "--data-dir", str(world[1]), "--out", str(tmp_path / "ens")]) == 0
-    got = json.loads((tmp_path / "ens" / "metrics.json").read_text())["dev"]
+    got = json.loads((tmp_path / "ens" / "summary.json").read_text())["dev"]
     want = json.loads((rr_run / "summary.json").read_text())["dev"]
     assert got == pytest.approx(want, abs=1e-6)
 

@@ -153,7 +153,7 @@ def ensemble_main(argv=None) -> int:
     probabilities, STS scores), evaluate on dev and write dev and test prediction files."""
     p = argparse.ArgumentParser(prog="python -m minibert ensemble", description=ensemble_main.__doc__)
     p.add_argument("--checkpoints", nargs="+", required=True, help="MultitaskBERT folders")
-    p.add_argument("--out", required=True, help="folder for metrics.json and predictions/")
+    p.add_argument("--out", required=True, help="folder for summary.json and predictions/")
     p.add_argument("--data-dir")
     p.add_argument("--device", default="auto")
     p.add_argument("--limit", type=int, help="at most this many examples per task and split")
