@@ -76,12 +76,12 @@ echo "profile $PROFILE, data $DATA_DIR, weights $WEIGHTS, runs $RUNS, $("$PY" -c
 
 # ---- the profiles: what each stage is given ------------------------------------------
 if [ "$PROFILE" = quick ]; then
-  LIMIT="--limit ${MINIBERT_QUICK_LIMIT:-1200}"        # examples per task and split
-  MT_EPOCHS=2 ST_EPOCHS=1 SENT_EPOCHS=1 PT_ARGS="--limit 2000 --epochs 1"
+  LIMIT="--limit ${MINIBERT_QUICK_LIMIT:-300}"        # examples per task and split
+  MT_EPOCHS=1 ST_EPOCHS=1 SENT_EPOCHS=1 PT_ARGS="--limit 2000 --epochs 1"
   SENT_LIMIT="--limit ${MINIBERT_QUICK_SENT_LIMIT:-400}" CF_ARGS="--max-length 128 --limit 200"
 else
   LIMIT=""
-  MT_EPOCHS=5 ST_EPOCHS=3 SENT_EPOCHS=4 PT_ARGS="--epochs 3"
+  MT_EPOCHS=3 ST_EPOCHS=2 SENT_EPOCHS=4 PT_ARGS="--epochs 3"
   SENT_LIMIT="" CF_ARGS="--max-length 512"
 fi
 
