@@ -29,7 +29,6 @@ transformers is imported only here, lazily, and only for the comparison rows.
 """
 
 import argparse
-import csv
 import datetime
 import json
 import statistics
@@ -253,20 +252,10 @@ def bench_config(name, config, args, device, peak, log):
 # ---- the real data mix ---------------------------------------------------------------------------
 
 
-MIX = (("ids-sst-train.csv", ("sentence",)), ("quora-train.csv", ("sentence1", "sentence2")),
-       ("sts-train.csv", ("sentence1", "sentence2")))
-
-
 def read_mix_sentences(data_dir: Path, limit=None) -> list:
     """Every training sentence of the multitask mix (SST, both sides of Quora and STS pairs)."""
-    sentences = []
-    for filename, columns in MIX:
-        path = data_dir / filename
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: missing (set --data-dir or MINIBERT_DATA)")
-        with open(path, newline="", encoding="utf-8") as f:
-            for row in csv.DictReader(f, delimiter="\t"):
-                sentences += [row[c].strip() for c in columns if row.get(c)]
+    from minibert.data import task_sentences
+    sentences = task_sentences(data_dir)
     return sentences[:limit] if limit else sentences
 
 
@@ -415,7 +404,7 @@ def main(argv=None) -> int:
     if not args.no_mix:
         try:
             mix = bench_real_mix(args, device, log)
-        except (FileNotFoundError, ImportError) as e:
+        except (FileNotFoundError, ImportError, ValueError) as e:  # DataError: no data folder
             log(f"real mix skipped: {e}")
             mix = dict(error=str(e))
     report = markdown(meta, rows, mix)

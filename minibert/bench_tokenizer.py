@@ -16,29 +16,15 @@ machine the best run is the least disturbed one.
 """
 
 import argparse
-import csv
 import time
 
 from minibert.paths import data_dir, weights_dir
 from minibert.tokenizer import WordPieceTokenizer
 
-TRAIN_FILES = [
-    ("ids-sst-train.csv", ["sentence"]),
-    ("quora-train.csv", ["sentence1", "sentence2"]),
-    ("sts-train.csv", ["sentence1", "sentence2"]),
-]
-
-
 def train_sentences(folder) -> list[str]:
-    sentences = []
-    for name, columns in TRAIN_FILES:
-        path = folder / name
-        if not path.is_file():
-            raise FileNotFoundError(f"no {path}: expected the CS224N data folder (give --data-dir or set MINIBERT_DATA)")
-        with open(path, newline="", encoding="utf-8") as f:
-            for row in csv.DictReader(f, delimiter="\t"):
-                sentences += [row[c] for c in columns]
-    return sentences
+    """The 46,452 train sentences of SST, Quora and STS (both sides of the pairs)."""
+    from minibert.data import task_sentences
+    return task_sentences(folder)
 
 
 def best_time(fn, repeats: int) -> float:

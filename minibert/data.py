@@ -129,6 +129,15 @@ def read_examples(path, task: str, labelled: bool = None) -> list:
     return examples
 
 
+def task_sentences(folder, tasks=TASKS, split: str = "train") -> list:
+    """Every sentence of the tasks' files of one split, in file order (both sides of pairs):
+    the text the benchmarks tokenize and encode."""
+    folder = Path(folder)
+    check_data_dir(folder, tasks, (split,))
+    return [text for task in tasks for ex in read_examples(folder / file_name(task, split), task)
+            for text in ex.texts]
+
+
 def load_sst(path):
     return read_examples(path, "sst")
 
