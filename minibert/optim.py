@@ -271,9 +271,10 @@ def foreach_update(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *
         denoms = torch._foreach_sqrt(exp_avg_sqs)
     torch._foreach_div_(denoms, bias_correction2_sqrt)
     torch._foreach_add_(denoms, eps)  # sqrt(v_hat) + eps
-    updates = torch._foreach_div(exp_avgs, denoms)  # m / (sqrt(v_hat) + eps)
-    torch._foreach_mul_(updates, neg_step_size)  # * -lr / (1 - beta1^t); lr = 0 gives 0, not 0/0
-    torch._foreach_add_(params, updates)
+    # -lr / (1 - beta1^t) goes on the numerator (a tensor scalar, on the device); on the
+    # denominator, lr = 0 would divide by zero
+    steps = torch._foreach_mul(exp_avgs, neg_step_size)
+    torch._foreach_addcdiv_(params, steps, denoms)  # p -= step_size * m / (sqrt(v_hat) + eps)
 
 
 def cache_blocks(tensor_lists: list, block_elements: int) -> list:
