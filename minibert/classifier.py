@@ -38,7 +38,7 @@ from minibert.optim import AdamW
 from minibert.paths import data_dir, weights_dir
 from minibert.runtime import MetricsLog, autocast, pick_device, seed_everything
 from minibert.tokenizer import WordPieceTokenizer
-from minibert.train import device_name
+from minibert.runtime import device_name
 
 OPTIONS = {"pretrain": 1e-3, "finetune": 2e-5}  # option -> default learning rate
 

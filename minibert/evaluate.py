@@ -22,7 +22,7 @@ import torch
 from minibert.data import FORMATS, TASKS, TaskDataset, load_datasets, read_examples
 from minibert.heads import load_model, vocab_path
 from minibert.paths import data_dir
-from minibert.runtime import autocast, pick_device
+from minibert.runtime import autocast, device_name, pick_device
 from minibert.tokenizer import WordPieceTokenizer
 
 HEADERS = {"sst": "Predicted_Sentiment", "para": "Predicted_Is_Paraphrase", "sts": "Predicted_Similiarity"}
@@ -183,7 +183,7 @@ def ensemble_main(argv=None) -> int:
         write_split_predictions(out / "predictions", split, data[split], outputs[split])
     # summary.json in the stages' format, so `python -m minibert results` lists the ensemble
     write_json({"name": out.name, "stage": "ensemble", "schedule": None, "checkpoints": args.checkpoints,
-                "dev": metrics, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
+                "dev": metrics, "device": device_name(device),
                 "torch": torch.__version__, "wall_time_s": time.perf_counter() - t0}, out / "summary.json")
     print("ensemble of", len(args.checkpoints), "dev:", ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return 0

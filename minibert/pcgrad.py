@@ -51,6 +51,14 @@ def flatten(tensors, like):
                       for t, p in zip(tensors, like)])
 
 
+def set_grads(params, flat):
+    """The inverse of `flatten`: write consecutive slices of `flat` into each p.grad."""
+    offset = 0
+    for p in params:
+        p.grad = flat[offset:offset + p.numel()].view_as(p).clone()
+        offset += p.numel()
+
+
 def all_reduce_mean(vector):
     """Average a tensor over all processes (a no-op without torch.distributed)."""
     if dist.is_available() and dist.is_initialized():
@@ -84,9 +92,5 @@ def pc_backward(losses, shared_params, head_params=(), generator=None, reduction
     elif reduction != "sum":
         raise ValueError(f"reduction {reduction!r}: expected 'sum' or 'mean'")
     heads = torch.stack([g[n_shared:] for g in task_grads]).sum(0)  # each head: its own task only
-    full = torch.cat([merged, heads])  # (P,)
-    offset = 0
-    for p in params:
-        p.grad = full[offset:offset + p.numel()].view_as(p).clone()
-        offset += p.numel()
+    set_grads(params, torch.cat([merged, heads]))  # (P,)
     return conflicts

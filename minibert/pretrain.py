@@ -32,7 +32,6 @@ Writes, under --out:
 
 import argparse
 import math
-import platform
 import sys
 import time
 from pathlib import Path
@@ -47,7 +46,7 @@ from minibert.masking import mask_tokens
 from minibert.mlm import BertForMLM
 from minibert.optim import AdamW
 from minibert.paths import data_dir, weights_dir
-from minibert.runtime import MetricsLog, autocast, pick_device, seed_everything
+from minibert.runtime import MetricsLog, autocast, device_name, pick_device, seed_everything
 from minibert.schedule import make_scheduler
 from minibert.tokenizer import WordPieceTokenizer
 
@@ -163,12 +162,6 @@ def set_encoder_trainable(model: BertForMLM, trainable: bool) -> None:
     """Freeze or unfreeze the encoder (the word embeddings, and so the tied decoder, too)."""
     for p in model.bert.parameters():
         p.requires_grad_(trainable)
-
-
-def device_name(device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
 
 
 # ---- the stage ------------------------------------------------------------------------------

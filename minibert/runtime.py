@@ -9,6 +9,7 @@ one JSON object per line.
 import contextlib
 import json
 import os
+import platform
 import random
 import time
 from pathlib import Path
@@ -25,6 +26,13 @@ def pick_device(name: str = None) -> torch.device:
     if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     return device
+
+
+def device_name(device: torch.device) -> str:
+    """What a run records as its device: the GPU's name, or the CPU and its thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
 
 
 def autocast(device: torch.device, enabled: bool = True):

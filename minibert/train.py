@@ -42,7 +42,6 @@ import copy
 import json
 import math
 import os
-import platform
 import shutil
 import sys
 import time
@@ -59,8 +58,8 @@ from minibert.evaluate import METRICS, evaluate, write_split_predictions
 from minibert.heads import MultitaskBERT, load_model, vocab_path
 from minibert.optim import AdamW
 from minibert.paths import data_dir, weights_dir
-from minibert.pcgrad import flatten, pc_backward
-from minibert.runtime import MetricsLog, autocast, pick_device, seed_everything
+from minibert.pcgrad import all_reduce_mean, flatten, pc_backward, set_grads
+from minibert.runtime import MetricsLog, autocast, device_name, pick_device, seed_everything
 from minibert.schedule import make_scheduler
 from minibert.tokenizer import WordPieceTokenizer
 
@@ -186,13 +185,8 @@ def all_reduce_gradients(params):
     """Average the gradients over processes: one all-reduce of one flat vector."""
     if not (dist.is_available() and dist.is_initialized()):
         return
-    flat = flatten([p.grad for p in params], params)  # missing grads count as zeros
-    dist.all_reduce(flat)
-    flat /= dist.get_world_size()
-    offset = 0
-    for p in params:
-        p.grad = flat[offset:offset + p.numel()].view_as(p).clone()
-        offset += p.numel()
+    # missing grads count as zeros
+    set_grads(params, all_reduce_mean(flatten([p.grad for p in params], params)))
 
 
 def train_step(model, step_tasks, train, device, args, shared, heads, step) -> dict:
@@ -263,12 +257,6 @@ def setup_distributed(device):
         if device.type == "cuda":
             torch.cuda.set_device(device)
     return (dist.get_rank(), dist.get_world_size()) if world > 1 else (0, 1)
-
-
-def device_name(device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
 
 
 def load_config(args):
