@@ -21,14 +21,7 @@ SPECIAL = {0, 1, 2, 3, 4}  # [PAD] [UNK] [CLS] [SEP] [MASK] in the tiny vocabula
 MASK = 4
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared, loaded machine two threads
-    spin-waiting on each other made the training check ~15x slower (56 s against 4 s)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def hf_mlm(tmp_path, seed=0):

@@ -23,14 +23,7 @@ from tiny_world import make_world
 FAST = ["--epochs", "3", "--batch-size", "8", "--lr", "1e-3", "--lr-schedule", "constant", "--no-progress"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matrices: one thread is fastest, and on a busy shared CPU several threads
-    spin-waiting for each other are 10-40x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")

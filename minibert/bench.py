@@ -333,7 +333,7 @@ def markdown(meta, rows, mix) -> str:
              f"- command: `{meta['command']}`",
              f"- batch {meta['batch']} x length {meta['length']}, bf16 autocast on CUDA, "
              f"optimizer {meta['optimizer']}, compile scope {meta['compile_scope']}",
-             f"- measured bf16 matmul peak: "
+             "- measured bf16 matmul peak: "
              + (f"{meta['peak_tflops']:.0f} TFLOP/s" if meta["peak_tflops"] else "n/a (no CUDA)"),
              "", "| config | variant | seq/s | ms/step (min-max) | TFLOP/s | MFU |",
              "| --- | --- | --- | --- | --- | --- |"]

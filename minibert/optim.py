@@ -21,14 +21,15 @@ Two implementations of the same step live side by side:
   updates one tensor at a time, exactly like the formulas above;
 * the fast one (`AdamW(..., foreach=True)`) updates every parameter of a group at once
   with torch's multi-tensor `torch._foreach_*` kernels: a handful of kernel launches per
-  step instead of a handful per parameter. It never copies a value to the host (the step
-  counter and the bias corrections stay on the device), so the whole step can be
-  captured in a CUDA graph. On a CPU it also works through the tensors in cache-sized
-  slices, which makes it faster than torch.optim.AdamW(foreach=True) there.
+  step instead of a handful per parameter. It never copies a value from the device to
+  the host: the step counter lives on the device, and a host-side mirror of it gives the
+  bias corrections as plain Python numbers. Inside a CUDA-graph capture, where a replay
+  must see the step advance, the bias corrections are computed on the device instead, so
+  the whole step can be captured. On a CPU it also works through the tensors in
+  cache-sized slices, which makes it faster than torch.optim.AdamW(foreach=True) there.
 
 The readable step performs torch.optim.AdamW's floating-point operations in torch's order,
-so it equals torch bit for bit; the fused step folds the step size into the denominator
-(as torch's own capturable variant does) and agrees to rounding, about 1e-7 relative.
+so it equals torch bit for bit; the fused step agrees to rounding, about 1e-7 relative.
 checks/test_optim.py proves both against torch and a float64 NumPy transcription of the
 formulas above. Every tensor in the update has the shape of its parameter. The state of a
 parameter is torch's: `step` (a float32 scalar tensor on the parameter's device),
@@ -192,9 +193,11 @@ class AdamW(torch.optim.Optimizer):
 
         The element-wise work runs as torch._foreach_* kernels over lists of tensors. The
         per-parameter scalars (bias corrections, step size) depend on the parameter's step
-        count t, which lives on the device; to apply them with the fast single-scalar
-        kernels we bucket parameters that share t (normally all of them: a parameter only
-        falls behind when its grad was None) and compute the scalars once per bucket.
+        count t; to apply them with the fast single-scalar kernels we bucket parameters
+        that share t (normally all of them: a parameter only falls behind when its grad was
+        None) and compute the scalars once per bucket: as Python floats from the host
+        mirror of t, or, inside a CUDA-graph capture, as 0-d tensors from the device
+        counters.
         """
         capturing = _is_capturing(params[0].device)
         if self._host_steps_stale and not capturing:
@@ -204,8 +207,11 @@ class AdamW(torch.optim.Optimizer):
         for p in params:
             buckets[p.device, p.dtype, self._host_steps.get(p, 0)].append(p)
 
-        for bucket in buckets.values():
-            self._foreach_bucket(group, bucket)
+        # Inside a capture the scalars must come from the device step counters (a replay
+        # advances them); so must they with a tensor lr (it may change between replays).
+        on_device = capturing or self.scalars_on_device or isinstance(group["lr"], torch.Tensor)
+        for (_, _, taken), bucket in buckets.items():
+            self._foreach_bucket(group, bucket, None if on_device else taken + 1)
 
         if capturing:
             # Replays advance the device counters but not this mirror. The buckets it
@@ -213,27 +219,34 @@ class AdamW(torch.optim.Optimizer):
             # counts go stale: rebuild them (one sync) before the next eager step.
             self._host_steps_stale = True
 
-    def _foreach_bucket(self, group: dict, params: list) -> None:
-        """One step for parameters that share device, dtype and step count."""
+    def _foreach_bucket(self, group: dict, params: list, t=None) -> None:
+        """One step for parameters that share device, dtype and step count: t, the step
+        they are taking, if it is known on the host; None to read it on the device."""
         lr, (beta1, beta2) = group["lr"], group["betas"]
         states = [self.state[p] for p in params]
         torch._foreach_add_([s["step"] for s in states], 1)
 
-        # The step-dependent scalars, once for the bucket, as 0-d tensors on the device.
-        # They are computed in float64 (torch computes them as Python floats) and rounded
-        # once to the precision the kernels use.
-        t = states[0]["step"].to(torch.float64)  # all params in the bucket share t
-        scalar_dtype = torch.float64 if params[0].dtype == torch.float64 else torch.float32
-        bias_correction2_sqrt = (1 - beta2**t).sqrt()
-        neg_step_size = -lr / (1 - beta1**t)
-        decay = 1 - lr * group["weight_decay"]
-        if isinstance(decay, torch.Tensor):  # a tensor lr: keep the kernels' scalars on their device
-            decay = decay.to(params[0].device)
-        # The 0-d tensor scalars go only to _foreach_mul_/_foreach_div_, whose tensor-scalar
-        # kernels read them on the device (no host sync, so a CUDA graph can capture them).
+        # The step-dependent scalars, once for the bucket.
+        if t is not None:
+            # Python floats, as torch.optim.AdamW computes them: the kernels take them as
+            # arguments, so they cost no kernel launches of their own.
+            bias_correction2_sqrt = (1 - beta2**t) ** 0.5
+            neg_step_size = (lr / (1 - beta1**t)) * -1
+            decay = 1 - lr * group["weight_decay"]
+        else:
+            # 0-d tensors on the device, computed in float64 (as the floats above) and
+            # rounded once to the precision the kernels use. Only _foreach_mul_/_foreach_div_
+            # take them: their tensor-scalar kernels read them on the device, with no host
+            # sync, so a CUDA graph can capture them.
+            t = states[0]["step"].to(torch.float64)  # all params in the bucket share t
+            scalar_dtype = torch.float64 if params[0].dtype == torch.float64 else torch.float32
+            bias_correction2_sqrt = (1 - beta2**t).sqrt().to(scalar_dtype)
+            neg_step_size = (-lr / (1 - beta1**t)).to(scalar_dtype)
+            decay = 1 - lr * group["weight_decay"]
+            if isinstance(decay, torch.Tensor):  # a tensor lr: keep the kernels' scalars on their device
+                decay = decay.to(params[0].device)
         scalars = dict(decay=decay, beta1=beta1, beta2=beta2, eps=group["eps"],
-                       bias_correction2_sqrt=bias_correction2_sqrt.to(scalar_dtype),
-                       neg_step_size=neg_step_size.to(scalar_dtype))
+                       bias_correction2_sqrt=bias_correction2_sqrt, neg_step_size=neg_step_size)
 
         tensor_lists = [params, [p.grad for p in params], [s["exp_avg"] for s in states],
                         [s["exp_avg_sq"] for s in states]]
@@ -253,12 +266,16 @@ class AdamW(torch.optim.Optimizer):
     # The CPU fused step works on slices of about this many elements (1 MiB of float32 per
     # tensor kind; a few MiB in all, which stays in cache between the ops).
     cpu_block_elements = 1 << 18
+    # True computes the bias corrections on the device even outside a CUDA-graph capture
+    # (the checks set it, so the capture's arithmetic is also proven on a CPU).
+    scalars_on_device = False
 
 
 def foreach_update(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, decay, beta1,
                    beta2, eps, bias_correction2_sqrt, neg_step_size, weight_decay) -> None:
     """The element-wise part of `adamw_update` for lists of tensors, with the step-dependent
-    scalars precomputed (0-d tensors: sqrt(1 - beta2^t) and -lr / (1 - beta1^t))."""
+    scalars precomputed: sqrt(1 - beta2^t) and -lr / (1 - beta1^t), both Python floats or
+    both 0-d tensors."""
     if weight_decay != 0:
         torch._foreach_mul_(params, decay)  # decoupled weight decay
     torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)  # m
@@ -271,10 +288,13 @@ def foreach_update(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *
         denoms = torch._foreach_sqrt(exp_avg_sqs)
     torch._foreach_div_(denoms, bias_correction2_sqrt)
     torch._foreach_add_(denoms, eps)  # sqrt(v_hat) + eps
-    # -lr / (1 - beta1^t) goes on the numerator (a tensor scalar, on the device); on the
-    # denominator, lr = 0 would divide by zero
-    steps = torch._foreach_mul(exp_avgs, neg_step_size)
-    torch._foreach_addcdiv_(params, steps, denoms)  # p -= step_size * m / (sqrt(v_hat) + eps)
+    if isinstance(neg_step_size, torch.Tensor):
+        # addcdiv's `value` must be a Python number, so a tensor step size goes on the
+        # numerator in a pass of its own (on the denominator, lr = 0 would divide by zero)
+        steps = torch._foreach_mul(exp_avgs, neg_step_size)
+        torch._foreach_addcdiv_(params, steps, denoms)  # p -= step_size * m / (sqrt(v_hat) + eps)
+    else:
+        torch._foreach_addcdiv_(params, exp_avgs, denoms, value=neg_step_size)
 
 
 def cache_blocks(tensor_lists: list, block_elements: int) -> list:
