@@ -50,6 +50,11 @@ def test_finetune_learns_and_writes_cs224n_predictions(world, tmp_path):
     assert losses[-1] < 0.7 * losses[0], losses
     assert max(accs) > 0.6, accs  # 5 classes: chance is 0.2
     assert summary["dev"]["sst_acc"] == max(accs) and summary["best_epoch"] == accs.index(max(accs))
+    # the majority-class floor: the most frequent train label's share of dev
+    train_labels = [e.label for e in read_examples(world[1] / "ids-sst-train.csv", "sst")]
+    common = min(set(train_labels), key=lambda y: (-train_labels.count(y), y))  # ties: the smaller
+    dev_labels = [e.label for e in read_examples(world[1] / "ids-sst-dev.csv", "sst")]
+    assert summary["majority"]["sst_acc"] == pytest.approx(dev_labels.count(common) / len(dev_labels))
     # dev predictions: every dev id once, in file order; their accuracy is the reported one
     dev = read_examples(world[1] / "ids-sst-dev.csv", "sst")
     pred = read_predictions(out / "predictions/sst-dev-output.csv")

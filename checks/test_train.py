@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import socket
+from collections import Counter
 
 import pytest
 import torch
@@ -184,12 +185,45 @@ def test_bad_input(world, rr_run, tmp_path):
         train.parse_args(["--out", "x", "--task-probs", "para=2"])
 
 
+def csv_majority(path, label_column):
+    """Share of the most frequent train label's rows in a dev file, read with plain csv."""
+    def labels(split):
+        with open(path.parent / path.name.replace("SPLIT", split), newline="") as f:
+            return [r[label_column] for r in csv.DictReader(f, delimiter="\t") if (r[label_column] or "").strip()]
+    counts = Counter(float(x) for x in labels("train"))
+    common = min(counts, key=lambda y: (-counts[y], y))  # ties: the smaller label
+    dev = [float(x) for x in labels("dev")]
+    return sum(x == common for x in dev) / len(dev)
+
+
+def test_majority_floor_in_summary(world, rr_run):
+    floor = json.loads((rr_run / "summary.json").read_text())["majority"]
+    assert floor["sst_acc"] == pytest.approx(csv_majority(world[1] / "ids-sst-SPLIT.csv", "sentiment"))
+    assert floor["para_acc"] == pytest.approx(csv_majority(world[1] / "quora-SPLIT.csv", "is_duplicate"))
+    assert floor["sts_r"] == 0.0
+    assert floor["overall"] == pytest.approx((floor["sst_acc"] + floor["para_acc"]) / 3)
+
+
 def test_results_table_and_plot(rr_run, tmp_path):
     assert report.main(["--runs", str(rr_run.parent), "--out", str(tmp_path)]) == 0
     md = (tmp_path / "table.md").read_text()
     assert "| rr | multitask (round-robin) |" in md and "PD acc" in md
+    assert "| majority class |" in md
     if (tmp_path / "learning_curves.png").exists():
         assert (tmp_path / "learning_curves.png").stat().st_size < 200_000
+
+
+def test_results_name_runs_below_the_majority_class():
+    run = {"name": "r", "stage": "multitask", "schedule": "random",
+           "dev": {"sst_acc": 0.30, "para_acc": 0.70, "sts_r": 0.5, "overall": 0.5},
+           "majority": {"sst_acc": 0.32, "para_acc": 0.62, "sts_r": 0.0, "overall": 0.31}}
+    sentiment = {"name": "s", "stage": "sentiment-finetune", "dataset": "cfimdb",
+                 "dev": {"cfimdb_acc": 0.9}, "majority": {"cfimdb_acc": 0.51, "overall": 0.51}}
+    md = report.markdown([run, sentiment])
+    assert "Not above the majority class: r: sst_acc 0.300 <= 0.320." in md
+    assert "| s | cfimdb | finetune | 0.900 | 0.510 |" in md
+    run["dev"]["sst_acc"] = 0.33
+    assert "Every run beats the majority class" in report.markdown([run, sentiment])
 
 
 # ---- two processes, gloo, CPU -----------------------------------------------------------

@@ -32,13 +32,12 @@ from tqdm import tqdm
 
 from minibert.checkpoint import write_json
 from minibert.data import NUM_CLASSES, load_datasets
-from minibert.evaluate import predict_dataset, score, write_predictions
+from minibert.evaluate import majority_baseline, predict_dataset, score, write_predictions
 from minibert.model import BertModel
 from minibert.optim import AdamW
 from minibert.paths import data_dir, weights_dir
-from minibert.runtime import MetricsLog, autocast, pick_device, seed_everything
+from minibert.runtime import MetricsLog, autocast, device_name, pick_device, seed_everything
 from minibert.tokenizer import WordPieceTokenizer
-from minibert.runtime import device_name
 
 OPTIONS = {"pretrain": 1e-3, "finetune": 2e-5}  # option -> default learning rate
 
@@ -209,6 +208,7 @@ def main(argv=None) -> int:
     elapsed = time.time() - t0
     write_json({"name": name, "stage": f"sentiment-{args.option}", "schedule": None, "dataset": args.dataset,
                 "config": vars(args), "dev": {f"{args.dataset}_acc": best_acc}, "best_epoch": best_epoch,
+                "majority": majority_baseline(data["train"], data["dev"]),
                 "wall_time_s": round(elapsed, 1), "device": device_name(device), "torch": torch.__version__},
                out / "summary.json")
     print(f"{name}: best dev accuracy {best_acc:.4f} (epoch {best_epoch + 1}); {elapsed:.0f} s; files in {out}")

@@ -85,6 +85,25 @@ def metrics_from_outputs(outputs: dict, datasets: dict) -> dict:
     return m
 
 
+def majority_baseline(train: dict, dev: dict) -> dict:
+    """The floor every model must clear, in the metrics' format: each classification task
+    predicts its most frequent train label for every dev example; a constant similarity
+    score has no correlation, so STS's r is 0. {task: TaskDataset} x2 -> {"sst_acc", ...}."""
+    m = {}
+    for task, ds in dev.items():
+        if not ds.labelled or task not in train:
+            continue
+        key = METRICS.get(task, f"{task}_acc")
+        if FORMATS[task][3] == "score":
+            m[key] = 0.0
+        else:
+            majority = torch.bincount(train[task].labels.long()).argmax()  # ties: the smaller label
+            m[key] = float((ds.labels.long() == majority).float().mean())
+    if m:
+        m["overall"] = sum(m.values()) / len(m)
+    return m
+
+
 def evaluate(model, datasets: dict, device, batch_size=256):
     """{task: TaskDataset} -> ({"sst_acc", "para_acc", "sts_r", "overall"}, {task: outputs})."""
     outputs = {t: predict_dataset(model, ds, device, batch_size) for t, ds in datasets.items()}
@@ -178,12 +197,14 @@ def ensemble_main(argv=None) -> int:
         del model
     outputs = {split: {t: sums[split, t] / len(args.checkpoints) for t in sets} for split, sets in data.items()}
     metrics = metrics_from_outputs(outputs["dev"], data["dev"])
+    train = load_datasets(data_dir(args.data_dir), tok, splits=("train",), limit=args.limit,
+                          max_length=args.max_length)["train"]  # for the majority-class floor
     out = Path(args.out)
     for split in data:
         write_split_predictions(out / "predictions", split, data[split], outputs[split])
     # summary.json in the stages' format, so `python -m minibert results` lists the ensemble
     write_json({"name": out.name, "stage": "ensemble", "schedule": None, "checkpoints": args.checkpoints,
-                "dev": metrics, "device": device_name(device),
+                "dev": metrics, "majority": majority_baseline(train, data["dev"]), "device": device_name(device),
                 "torch": torch.__version__, "wall_time_s": time.perf_counter() - t0}, out / "summary.json")
     print("ensemble of", len(args.checkpoints), "dev:", ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return 0

@@ -1,7 +1,10 @@
-"""`python -m minibert results`: the results table and learning curves of all runs.
+"""`python -m minibert results`: the results tables and learning curves of all runs.
 
 Reads every runs/*/summary.json (and metrics.jsonl) and writes
-    results/table.md          the paper's table 2 for this project: one row per run
+    results/table.md          the paper's table 2 for this project (one row per multitask,
+                              single-task, baseline or ensemble run), the sentiment
+                              classifier runs, and each run's majority-class floor: which
+                              runs, if any, do not beat it on some task
     results/learning_curves.png   dev metric per epoch, one panel per task, one line per
                               run (the paper's figure 4), when matplotlib is installed
 """
@@ -16,28 +19,76 @@ COLUMNS = [("para_acc", "PD acc"), ("sst_acc", "SST acc"), ("sts_r", "STS r"), (
 
 
 def read_runs(folder) -> list:
+    """Every run folder's summary.json (with its metrics.jsonl rows), sorted by folder."""
     runs = []
     for summary in sorted(Path(folder).glob("*/summary.json")):
         s = json.loads(summary.read_text())
-        if "stage" not in s or "dev" not in s:  # e.g. pretrain/ and sentiment runs: other tables
+        if "stage" not in s or "dev" not in s:  # e.g. pretrain/: its own summary
             continue
         s["metrics"] = MetricsLog(summary.parent / "metrics.jsonl").read()
         runs.append(s)
     return runs
 
 
+def is_sentiment(run) -> bool:
+    return run["stage"].startswith("sentiment")
+
+
 def method(run) -> str:
     return run["stage"] + (f" ({run['schedule']})" if run.get("schedule") else "")
 
 
+def cell(metrics, key) -> str:
+    return f"{metrics[key]:.3f}" if key in metrics else "-"
+
+
 def table(runs) -> str:
+    """The multitask table: one row per run, then the majority-class floor of their dev sets."""
     lines = ["| Run | Method | " + " | ".join(c for _, c in COLUMNS) + " | Device | Wall time |",
              "|---" * (len(COLUMNS) + 4) + "|"]
     for r in runs:
-        cells = [f"{r['dev'][k]:.3f}" if k in r["dev"] else "-" for k, _ in COLUMNS]
-        lines.append(f"| {r['name']} | {method(r)} | " + " | ".join(cells)
+        lines.append(f"| {r['name']} | {method(r)} | " + " | ".join(cell(r["dev"], k) for k, _ in COLUMNS)
                      + f" | {r.get('device', '?')} | {r.get('wall_time_s', 0) / 60:.1f} min |")
+    floors = {json.dumps(r["majority"], sort_keys=True): r["majority"] for r in runs if r.get("majority")}
+    for floor in floors.values():  # one row unless runs used different dev subsets
+        lines.append("| majority class | train's most frequent label (STS: a constant) | "
+                     + " | ".join(cell(floor, k) for k, _ in COLUMNS) + " | | |")
     return "\n".join(lines) + "\n"
+
+
+def sentiment_table(runs) -> str:
+    lines = ["| Run | Dataset | Option | Dev acc | Majority class | Device | Wall time |",
+             "|---" * 7 + "|"]
+    for r in runs:
+        key = f"{r['dataset']}_acc"
+        lines.append(f"| {r['name']} | {r['dataset']} | {r['stage'].removeprefix('sentiment-')} | "
+                     f"{cell(r['dev'], key)} | {cell(r.get('majority', {}), key)} | "
+                     f"{r.get('device', '?')} | {r.get('wall_time_s', 0) / 60:.1f} min |")
+    return "\n".join(lines) + "\n"
+
+
+def below_majority(runs) -> list:
+    """'run: metric value <= floor' for every task where a run does not beat its own
+    majority-class floor (the overall mean is not a task, so it is not checked)."""
+    return [f"{r['name']}: {k} {v:.3f} <= {r['majority'][k]:.3f}"
+            for r in runs for k, v in r["dev"].items()
+            if k != "overall" and k in r.get("majority", {}) and v <= r["majority"][k]]
+
+
+def markdown(runs) -> str:
+    multitask = [r for r in runs if not is_sentiment(r)]
+    sentiment = [r for r in runs if is_sentiment(r)]
+    md = "# Dev results\n\n"
+    if multitask:
+        md += "## Multitask (the paper's table 2 for this project)\n\n" + table(multitask) + "\n"
+    if sentiment:
+        md += "## Sentiment classifier\n\n" + sentiment_table(sentiment) + "\n"
+    below = below_majority(runs)
+    if below:
+        md += "Not above the majority class: " + "; ".join(below) + ".\n"
+    elif any(r.get("majority") for r in runs):
+        md += "Every run beats the majority class of its dev set on every task.\n"
+    return md
 
 
 def plot(runs, path) -> bool:
@@ -76,10 +127,10 @@ def main(argv=None) -> int:
         return 1
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    md = "# Dev results (the paper's table 2 for this project)\n\n" + table(runs)
+    md = markdown(runs)
     (out / "table.md").write_text(md)
     print(md)
-    if plot(runs, out / "learning_curves.png"):
+    if plot([r for r in runs if not is_sentiment(r)], out / "learning_curves.png"):
         print(f"wrote {out / 'table.md'} and {out / 'learning_curves.png'}")
     else:
         print(f"wrote {out / 'table.md'} (install matplotlib for the learning-curve plot)")

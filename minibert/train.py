@@ -54,7 +54,7 @@ from tqdm import tqdm
 from minibert.batching import bucketed_batches
 from minibert.checkpoint import latest_checkpoint, load_training_state, save_training_state, write_json
 from minibert.data import TASKS, load_datasets
-from minibert.evaluate import METRICS, evaluate, write_split_predictions
+from minibert.evaluate import METRICS, evaluate, majority_baseline, write_split_predictions
 from minibert.heads import MultitaskBERT, load_model, vocab_path
 from minibert.optim import AdamW
 from minibert.paths import data_dir, weights_dir
@@ -409,6 +409,7 @@ def finish(args, name, out, data, device, elapsed, world):
     rows = MetricsLog(out / "metrics.jsonl").read()
     write_json({"name": name, "stage": args.stage, "schedule": args.schedule if args.stage == "multitask" else None,
                 "config": vars(args), "dev": dev_metrics,
+                "majority": majority_baseline(data["train"], data["dev"]),
                 "best_epoch": {k: max((r for r in rows if k in r["dev"]), key=lambda r: r["dev"][k])["epoch"]
                                for k in dev_metrics} if rows else {},
                 "wall_time_s": round(elapsed, 1), "device": device_name(device), "world_size": world,
