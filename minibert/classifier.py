@@ -102,7 +102,8 @@ def parse_args(argv):
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--lr", type=float, help="learning rate (default: 1e-3 pretrain, 2e-5 finetune)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--eval-batch-size", type=int, default=128)
+    p.add_argument("--eval-batch-size", type=int, help="rows per inference batch (default: 256 on a "
+                   "GPU, 32 on a CPU)")
     p.add_argument("--dropout", type=float, default=0.3, help="dropout on the pooled vector")
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--max-length", type=int, help="tokens per sentence (default: 128 SST, 512 CFIMDB)")

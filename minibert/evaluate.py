@@ -57,10 +57,18 @@ def score(task, outputs, labels) -> float:
     return pearson_r(pred, gold) if task == "sts" else accuracy(pred, gold.astype(np.int64))
 
 
+def inference_batch_size(device) -> int:
+    """Rows per inference batch when none is asked for. A GPU wants large batches (more
+    work per kernel launch); a CPU small ones: at 256 rows the (rows, T, 4C) activations fall
+    out of its caches, and on the 2-core CPU 32 rows ran 2.5x faster than 256."""
+    return 256 if device.type == "cuda" else 32
+
+
 @torch.inference_mode()
-def predict_dataset(model, ds: TaskDataset, device, batch_size=256):
+def predict_dataset(model, ds: TaskDataset, device, batch_size=None):
     """Outputs for every example of `ds`, in its order: batches sorted by length (little
-    padding) and large (no gradients to keep), put back in order at the end."""
+    padding), put back in order at the end. batch_size None: `inference_batch_size`."""
+    batch_size = batch_size or inference_batch_size(device)
     was_training = model.training
     model.eval()
     outputs, order = [], []
@@ -104,7 +112,7 @@ def majority_baseline(train: dict, dev: dict) -> dict:
     return m
 
 
-def evaluate(model, datasets: dict, device, batch_size=256):
+def evaluate(model, datasets: dict, device, batch_size=None):
     """{task: TaskDataset} -> ({"sst_acc", "para_acc", "sts_r", "overall"}, {task: outputs})."""
     outputs = {t: predict_dataset(model, ds, device, batch_size) for t, ds in datasets.items()}
     return metrics_from_outputs(outputs, datasets), outputs
@@ -143,7 +151,7 @@ def predict_main(argv=None) -> int:
     p.add_argument("--input", required=True, help="a CSV of the task (labels optional)")
     p.add_argument("--output", required=True, help="the prediction CSV to write")
     p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, help="rows per batch (default: 256 on a GPU, 32 on a CPU)")
     p.add_argument("--max-length", type=int, default=128)
     args = p.parse_args(argv)
     device = pick_device(args.device)
@@ -176,7 +184,7 @@ def ensemble_main(argv=None) -> int:
     p.add_argument("--data-dir")
     p.add_argument("--device", default="auto")
     p.add_argument("--limit", type=int, help="at most this many examples per task and split")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, help="rows per batch (default: 256 on a GPU, 32 on a CPU)")
     p.add_argument("--max-length", type=int, default=128)
     args = p.parse_args(argv)
     from minibert.checkpoint import write_json

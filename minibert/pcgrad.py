@@ -26,23 +26,23 @@ import torch.distributed as dist
 def pcgrad_project(grads, generator=None):
     """grads: list of K flat gradient vectors (P,), one per task. Returns K projected vectors.
     `generator` (a torch.Generator on the CPU) fixes the random projection orders."""
+    # BEGIN SOLUTION
+    # In float64: |g_j|^2 of a tiny float32 gradient would underflow to zero. The vectors are
+    # as long as the model, so each is converted, and each |g_j|^2 computed, only once.
+    grads64 = [g.double() for g in grads]  # K x (P,)
+    sq_norms = [torch.dot(g, g).clamp_min(1e-300) for g in grads64]  # K x |g_j|^2
     projected = []
-    for i, g in enumerate(grads):
-        # BEGIN SOLUTION
-        # in float64: |g_j|^2 of a tiny float32 gradient would underflow to zero
-        g = g.double()
+    for i, g in enumerate(grads64):
         others = [j for j in range(len(grads)) if j != i]
         order = torch.randperm(len(others), generator=generator).tolist()
         for j in (others[k] for k in order):
-            gj = grads[j].double()
-            dot = torch.dot(g, gj)
+            dot = torch.dot(g, grads64[j])
             # min(dot, 0): subtract the component along g_j only when they conflict.
             # Written without an `if` so no value has to come back to the host.
-            g = g - dot.clamp(max=0) / gj.pow(2).sum().clamp_min(1e-300) * gj
-        g = g.to(grads[i].dtype)
-        # END SOLUTION
-        projected.append(g)
+            g = g - dot.clamp(max=0) / sq_norms[j] * grads64[j]
+        projected.append(g.to(grads[i].dtype))
     return projected
+    # END SOLUTION
 
 
 def flatten(tensors, like):

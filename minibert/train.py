@@ -81,14 +81,16 @@ def parse_args(argv):
     p.add_argument("--name", help="the run's name in the results table (default: the folder name)")
     p.add_argument("--data-dir", help="the CS224N CSVs (default: ./data)")
     p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--lr", type=float, help="encoder learning rate (default 5e-5; the frozen "
+    p.add_argument("--lr", type=float, default=5e-5, help="the encoder's learning rate (the frozen "
                    "stages use --head-lr only)")
-    p.add_argument("--head-lr", type=float, help="heads' learning rate (default: 1e-3 with a frozen "
-                   "encoder, else --lr)")
+    p.add_argument("--head-lr", type=float, default=1e-3,
+                   help="the heads' learning rate: they start from random, so they need a larger one "
+                   "than the pretrained encoder (with 5e-5 the paraphrase head barely leaves its prior)")
     p.add_argument("--lr-schedule", choices=("constant", "linear"), default="linear")
     p.add_argument("--warmup", type=float, default=0.1, help="fraction of steps of linear warm-up")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--eval-batch-size", type=int, default=256)
+    p.add_argument("--eval-batch-size", type=int, help="rows per inference batch (default: 256 on a "
+                   "GPU, 32 on a CPU)")
     p.add_argument("--weight-decay", type=float, default=1e-3, help="section 5.3")
     p.add_argument("--dropout", type=float, default=0.1, help="dropout of the heads")
     p.add_argument("--alpha1", type=float, default=0.5, help="weight of e_[CLS] in the SST input (eq. 1)")
@@ -113,9 +115,6 @@ def parse_args(argv):
     args = p.parse_args(argv)
     args.task_probs = parse_task_probs(args.task_probs)
     args.task_order = parse_task_order(args.task_order)
-    frozen = args.stage != "multitask"
-    args.lr = args.lr if args.lr is not None else 5e-5
-    args.head_lr = args.head_lr if args.head_lr is not None else (1e-3 if frozen else args.lr)
     return args
 
 
