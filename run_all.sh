@@ -79,7 +79,7 @@ if [ "$PROFILE" = quick ]; then
   # Subsets, so far fewer steps than the full runs: smaller batches and a larger step for
   # the heads (which start from random) let every head learn within 2 epochs.
   LIMIT="--limit ${MINIBERT_QUICK_LIMIT:-500}"        # examples per task and split
-  MT_EPOCHS=2 ST_EPOCHS=1 PT_ARGS="--limit 2000 --epochs 1"
+  MT_EPOCHS=2 ST_EPOCHS=1 PT_ARGS="--limit 2000 --epochs 1 --head-warmup-steps 6"  # 16 steps
   QUICK_TRAIN="--batch-size 16 --head-lr 3e-3" PCGRAD_ARGS="--pcgrad-samples 300"
   SENT_ARGS="--epochs 2 --lr 1e-4 --limit ${MINIBERT_QUICK_SENT_LIMIT:-500}"
   CF_ARGS="--epochs 2 --lr 1e-4 --max-length 128 --limit 200"
