@@ -76,15 +76,14 @@ echo "profile $PROFILE, data $DATA_DIR, weights $WEIGHTS, runs $RUNS, $("$PY" -c
 
 # ---- the profiles: what each stage is given ------------------------------------------
 if [ "$PROFILE" = quick ]; then
-  # Subsets, so far fewer steps than the full runs: smaller batches and a larger step for
-  # the heads (which start from random) let every head learn within 2 epochs.
+  # train --quick: subsets, smaller batches, a larger step for the heads (minibert/train.py QUICK)
   LIMIT="--limit ${MINIBERT_QUICK_LIMIT:-500}"        # examples per task and split
   MT_EPOCHS=2 ST_EPOCHS=1 PT_ARGS="--limit 2000 --epochs 1 --head-warmup-steps 6"  # 16 steps
-  QUICK_TRAIN="--batch-size 16 --head-lr 3e-3" PCGRAD_ARGS="--pcgrad-samples 300"
+  QUICK_TRAIN="--quick"
   SENT_ARGS="--epochs 2 --lr 1e-4 --limit ${MINIBERT_QUICK_SENT_LIMIT:-500}"
   CF_ARGS="--epochs 2 --lr 1e-4 --max-length 128 --limit 200"
 else
-  LIMIT="" QUICK_TRAIN="" PCGRAD_ARGS=""
+  LIMIT="" QUICK_TRAIN=""
   MT_EPOCHS=3 ST_EPOCHS=2 PT_ARGS="--epochs 3"
   SENT_ARGS="--epochs 4" CF_ARGS="--epochs 4 --max-length 512"
 fi
@@ -107,7 +106,7 @@ stage() {  # stage NAME command...
   touch "$RUNS/.done/$name"
 }
 M="$PY -m minibert"
-TRAIN="$M train --data-dir $DATA_DIR $LIMIT $QUICK_TRAIN"
+TRAIN="$M train --data-dir $DATA_DIR $QUICK_TRAIN $LIMIT"
 
 # steps 1-3: each assignment grades its step with the checks, then shows it working
 stage model-check     $PY assignments/01_bert_sanity.py
@@ -119,7 +118,7 @@ stage pretrain        $M pretrain --data-dir "$DATA_DIR" $PT_ARGS --out "$RUNS/p
 stage baseline        $TRAIN --stage baseline --epochs $MT_EPOCHS --out "$RUNS/baseline"
 stage mt-round-robin  $TRAIN --stage multitask --schedule round-robin --epochs $MT_EPOCHS --out "$RUNS/mt-round-robin"
 stage mt-random       $TRAIN --stage multitask --schedule random --epochs $MT_EPOCHS --out "$RUNS/mt-random"
-stage mt-pcgrad       $TRAIN --stage multitask --schedule pcgrad --epochs $MT_EPOCHS $PCGRAD_ARGS --out "$RUNS/mt-pcgrad"
+stage mt-pcgrad       $TRAIN --stage multitask --schedule pcgrad --epochs $MT_EPOCHS --out "$RUNS/mt-pcgrad"
 stage pt-mt           $TRAIN --stage multitask --schedule round-robin --epochs $MT_EPOCHS \
                         --weights "$RUNS/pretrain/model" --name "pretrain + mt round-robin" --out "$RUNS/pt-mt"
 stage mt-st           $TRAIN --stage single-task --epochs $ST_EPOCHS --weights "$RUNS/mt-round-robin/best" \

@@ -17,4 +17,4 @@ from _common import step_main
 if __name__ == "__main__":
     sys.exit(step_main("step06", __doc__,
                        command=["train", "--stage", "multitask", "--schedule", "round-robin", "--out", "runs/multitask-rr"],
-                       quick=["--limit", "200", "--epochs", "1", "--out", "runs/quick-multitask-rr"]))
+                       quick=["--quick", "--out", "runs/quick-multitask-rr"]))

@@ -15,4 +15,4 @@ from _common import step_main
 if __name__ == "__main__":
     sys.exit(step_main("step07", __doc__,
                        command=["train", "--stage", "multitask", "--schedule", "pcgrad", "--out", "runs/multitask-pcgrad"],
-                       quick=["--limit", "200", "--epochs", "1", "--out", "runs/quick-multitask-pcgrad"]))
+                       quick=["--quick", "--out", "runs/quick-multitask-pcgrad"]))

@@ -16,5 +16,5 @@ if __name__ == "__main__":
     sys.exit(step_main("step06", __doc__,
                        command=["train", "--stage", "single-task", "--weights", "runs/multitask-pcgrad/best",
                                 "--out", "runs/single-task"],
-                       quick=["--weights", "runs/quick-multitask-pcgrad/best", "--limit", "200", "--epochs", "1",
+                       quick=["--quick", "--epochs", "1", "--weights", "runs/quick-multitask-pcgrad/best",
                               "--out", "runs/quick-single-task"]))

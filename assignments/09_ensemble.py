@@ -26,7 +26,9 @@ def demo(args, rest) -> int:
     if not found:
         print("no trained models in runs/*/best: run steps 6 to 8 first (or pass --checkpoints)")
         return 1
-    quick = ["--limit", "200"] if args.quick else []
+    from minibert.train import QUICK
+
+    quick = ["--limit", str(QUICK["limit"])] if args.quick else []  # the quick runs' dev subset
     return run_minibert("ensemble", "--checkpoints", *found, "--out", f"runs/{prefix}ensemble", *quick, *rest)
 
 

@@ -185,6 +185,14 @@ def test_bad_input(world, rr_run, tmp_path):
         train.parse_args(["--out", "x", "--task-probs", "para=2"])
 
 
+def test_quick_defaults_yield_to_explicit_options():
+    quick = train.parse_args(["--out", "x", "--quick"])
+    assert all(getattr(quick, k) == v for k, v in train.QUICK.items())
+    mine = train.parse_args(["--limit", "50", "--out", "x", "--quick", "--head-lr", "1e-4"])
+    assert (mine.limit, mine.head_lr, mine.epochs) == (50, 1e-4, train.QUICK["epochs"])
+    assert train.parse_args(["--out", "x"]).limit is None
+
+
 def csv_majority(path, label_column):
     """Share of the most frequent train label's rows in a dev file, read with plain csv."""
     def labels(split):

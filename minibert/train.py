@@ -67,6 +67,10 @@ STAGES = ("baseline", "multitask", "single-task")
 SCHEDULES = ("round-robin", "random", "pcgrad")
 TASK_PROBS = {"para": 1 / 3, "sts": 9 / 10, "sst": 1 / 2}  # section 4.3
 RUNTIME_ARGS = ("resume", "out", "device", "stop_after_step", "progress")  # may change on resume
+# --quick: a CPU-sized run on subsets (run_all.sh's quick profile, the assignments' --quick).
+# Subsets give far fewer steps than full runs, so smaller batches and a larger step for the
+# heads (which start from random) let every head learn within 2 epochs.
+QUICK = dict(limit=500, epochs=2, batch_size=16, head_lr=3e-3, pcgrad_samples=300)
 
 
 def parse_args(argv):
@@ -112,6 +116,11 @@ def parse_args(argv):
     p.add_argument("--stop-after-step", type=int, help="checkpoint and stop after this many steps "
                    "(to test resuming)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--quick", action="store_true", help="defaults for a CPU-sized run: "
+                   + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--quick" in argv:
+        p.set_defaults(**QUICK)  # options given explicitly still win
     args = p.parse_args(argv)
     args.task_probs = parse_task_probs(args.task_probs)
     args.task_order = parse_task_order(args.task_order)
