@@ -10,19 +10,13 @@ import torch
 from minibert import classifier
 from minibert.data import read_examples
 from minibert.model import BertModel
-from tiny_world import make_data, make_weights, write_csv
+from tiny_world import add_cfimdb, make_data, make_weights
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("sentiment")
-    data = make_data(root / "data", n=(160, 60, 10))
-    # CFIMDB-format files from the SST ones: positive = "good" or "great" (classes 3, 4)
-    for split in ("train", "dev", "test-student"):
-        rows = read_examples(data / f"ids-sst-{split}.csv", "sst")
-        test = split == "test-student"
-        write_csv(data / f"ids-cfimdb-{split}.csv", ["id", "sentence"] + ([] if test else ["sentiment"]),
-                  [[e.id, e.texts[0]] + ([] if test else [int(e.label >= 3)]) for e in rows], test)
+    data = add_cfimdb(make_data(root / "data", n=(160, 60, 10)))
     return make_weights(root / "bert"), data
 
 

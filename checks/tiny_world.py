@@ -60,6 +60,20 @@ def make_data(folder, n=(24, 12, 8), seed=0, quora_bad_row=True):
     return folder
 
 
+def add_cfimdb(folder):
+    """CFIMDB-format files (binary sentiment) made from the SST ones: positive = "good" or
+    "great" (classes 3, 4)."""
+    from minibert.data import read_examples
+
+    folder = Path(folder)
+    for split in ("train", "dev", "test-student"):
+        rows = read_examples(folder / f"ids-sst-{split}.csv", "sst")
+        test = split == "test-student"
+        write_csv(folder / f"ids-cfimdb-{split}.csv", ["id", "sentence"] + ([] if test else ["sentiment"]),
+                  [[e.id, e.texts[0]] + ([] if test else [int(e.label >= 3)]) for e in rows], test)
+    return folder
+
+
 def make_weights(folder, seed=0, hidden=32, layers=2):
     """A random 2-layer BERT over VOCAB, saved in Hugging Face format with its vocab.txt."""
     folder = Path(folder)

@@ -1,0 +1,91 @@
+"""run_all.sh, the main job, end to end on the CPU with a tiny random BERT and tiny CSVs.
+
+The full profile is what a GPU machine runs by default; here it runs on the tiny world, so
+its wiring (every stage's command line, the order, the outputs one stage hands the next,
+the results table) is checked without a GPU. Steps 1-3 grade the real weights with the
+checks this suite runs anyway, so they are marked done beforehand.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from minibert.paths import ROOT
+from tiny_world import add_cfimdb, make_world
+
+CHECK_STAGES = ["model-check", "tokenizer-check", "optimizer-check"]
+STAGES = CHECK_STAGES + ["sentiment-sst", "sentiment-cfimdb", "pretrain", "baseline", "mt-round-robin",
+                         "mt-random", "mt-pcgrad", "pt-mt", "mt-st", "pt-mt-st", "ensemble", "results"]
+TABLE_ROWS = ["baseline", "mt-round-robin", "mt-random", "mt-pcgrad", "pretrain + mt round-robin",
+              "mt round-robin + single-task", "pretrain + mt + single-task", "ensemble",
+              "sentiment-sst", "sentiment-cfimdb", "majority class"]
+
+
+def run_all(*args):
+    # its setup step would pip-install a missing plot library: run only where nothing is missing
+    pytest.importorskip("matplotlib")
+    env = {**os.environ, "PYTHON": sys.executable}
+    return subprocess.run(["bash", str(ROOT / "run_all.sh"), *map(str, args)], capture_output=True,
+                          text=True, env=env, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    weights, data = make_world(tmp_path_factory.mktemp("run_all"))
+    return weights, add_cfimdb(data)
+
+
+@pytest.fixture(scope="module")
+def full_run(world, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    (runs / ".done").mkdir()
+    for stage in CHECK_STAGES:
+        (runs / ".done" / stage).touch()
+    args = ["--profile", "full", "--data-dir", world[1], "--weights", world[0], "--runs", runs]
+    proc = run_all(*args)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return runs, args, proc
+
+
+def test_full_profile_runs_every_stage_in_order(full_run):
+    runs, _, proc = full_run
+    assert sorted(p.name for p in (runs / ".done").iterdir()) == sorted(STAGES)
+    started = [line.split(":")[0][3:] for line in proc.stdout.splitlines()
+               if line.startswith("== ") and ": " in line and line[3:].split(":")[0] in STAGES]
+    assert started == STAGES[len(CHECK_STAGES):]
+    table = (runs / "results" / "table.md").read_text()
+    for row in TABLE_ROWS:
+        assert f"| {row} |" in table, row
+    for run in ["mt-round-robin", "mt-pcgrad", "mt-st", "ensemble"]:
+        for task in ["sst", "para", "sts"]:
+            assert (runs / run / "predictions" / f"{task}-test-output.csv").is_file()
+    # the full profile: all the data, 3 multitask and 2 single-task epochs
+    config = json.loads((runs / "mt-round-robin" / "config.json").read_text())
+    assert (config["limit"], config["epochs"], config["quick"]) == (None, 3, False)
+    assert json.loads((runs / "mt-st" / "config.json").read_text())["epochs"] == 2
+
+
+def test_rerun_skips_finished_stages(full_run):
+    runs, args, _ = full_run
+    proc = run_all(*args)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("done already") == len(STAGES)
+
+
+def test_failing_stage_stops_and_names_its_log(world, tmp_path):
+    proc = run_all("--profile", "full", "--data-dir", world[1], "--weights", tmp_path / "no-weights",
+                   "--runs", tmp_path / "runs", "--only", "baseline")
+    assert proc.returncode == 1
+    log = tmp_path / "runs" / "logs" / "baseline.log"
+    assert f"stage 'baseline' FAILED; its log: {log}" in proc.stderr
+    assert log.is_file() and not (tmp_path / "runs" / ".done" / "baseline").exists()
+
+
+def test_missing_data_is_named(world, tmp_path):
+    (tmp_path / "data").mkdir()
+    proc = run_all("--data-dir", tmp_path / "data", "--weights", world[0], "--runs", tmp_path / "runs")
+    assert proc.returncode == 1
+    assert "missing: ids-sst-train.csv" in proc.stderr and "quora-train.csv" in proc.stderr
