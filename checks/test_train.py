@@ -232,6 +232,8 @@ def test_results_name_runs_below_the_majority_class():
     assert "| s | cfimdb | finetune | 0.900 | 0.510 |" in md
     run["dev"]["sst_acc"] = 0.33
     assert "Every run beats the majority class" in report.markdown([run, sentiment])
+    del sentiment["majority"]  # a summary written before floors were recorded
+    assert "The 1 of 2 runs that record a majority-class floor beat it" in report.markdown([run, sentiment])
 
 
 # ---- two processes, gloo, CPU -----------------------------------------------------------

@@ -29,7 +29,9 @@ Two implementations of the same step live side by side:
   cache-sized slices, which makes it faster than torch.optim.AdamW(foreach=True) there.
 
 The readable step performs torch.optim.AdamW's floating-point operations in torch's order,
-so it equals torch bit for bit; the fused step agrees to rounding, about 1e-7 relative.
+so it equals torch bit for bit; the eager fused step performs torch's multi-tensor operations
+in torch's order, so it equals torch.optim.AdamW(foreach=True) bit for bit; with its scalars
+on the device (a CUDA graph) it agrees to rounding, about 1e-7 relative.
 checks/test_optim.py proves both against torch and a float64 NumPy transcription of the
 formulas above. Every tensor in the update has the shape of its parameter. The state of a
 parameter is torch's: `step` (a float32 scalar tensor on the parameter's device),

@@ -84,10 +84,13 @@ def markdown(runs) -> str:
     if sentiment:
         md += "## Sentiment classifier\n\n" + sentiment_table(sentiment) + "\n"
     below = below_majority(runs)
+    floored = sum(1 for r in runs if r.get("majority"))  # older summaries have no floor
     if below:
         md += "Not above the majority class: " + "; ".join(below) + ".\n"
-    elif any(r.get("majority") for r in runs):
+    elif floored == len(runs):
         md += "Every run beats the majority class of its dev set on every task.\n"
+    elif floored:
+        md += f"The {floored} of {len(runs)} runs that record a majority-class floor beat it on every task.\n"
     return md
 
 
