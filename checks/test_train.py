@@ -6,6 +6,7 @@ Everything runs on a tiny random BERT and tiny CSVs (checks/tiny_world.py), on t
 import csv
 import json
 import os
+import shutil
 import socket
 from collections import Counter
 
@@ -47,7 +48,8 @@ def train_losses(model, world, tasks):
     sets = load_datasets(world[1], tok, splits=("train",))["train"]
     model.eval()
     with torch.no_grad():
-        return {t: model.loss(t, sets[t].collate(list(range(len(sets[t]))))).item() for t in tasks}
+        return {t: model.loss(t, sets[t].collate(list(range(len(sets[t]))), joint=model.joint_input(t))).item()
+                for t in tasks}
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +88,36 @@ def test_round_robin_and_single_task(world, rr_run, tmp_path):
     assert not torch.equal(a.sst_out.weight, b.sst_out.weight)
     st_losses = train_losses(b, world, ("sst", "para"))
     assert st_losses["sst"] < mt["sst"] and st_losses["para"] < mt["para"]
+
+
+def test_cross_paraphrase_head_trains_and_carries_through_stages(world, tmp_path, capsys):
+    mt = run(world, tmp_path / "mt", "--para-input", "cross")
+    model = load_model(mt / "best")
+    assert model.para_input == "cross"
+    seed_everything(0)  # the run's initial heads
+    before = load_model(world[0], dropout=0.1, para_input="cross")
+    assert train_losses(model, world, ["para"])["para"] < train_losses(before, world, ["para"])["para"]
+    # the single-task stage and the predict command read the joined pairs too
+    st = run(world, tmp_path / "st", "--stage", "single-task", "--weights", str(mt / "best"))
+    assert load_model(st / "best").para_input == "cross"
+    assert not torch.equal(load_model(st / "best").para_joint.weight, model.para_joint.weight)
+    out = tmp_path / "para.csv"
+    assert evaluate.predict_main(["--checkpoint", str(mt / "best"), "--task", "para",
+                                  "--input", str(world[1] / "quora-dev.csv"), "--output", str(out)]) == 0
+    assert out.read_text() == (mt / "predictions" / "para-dev-output.csv").read_text()
+    assert report.main(["--runs", str(tmp_path), "--out", str(tmp_path / "results")]) == 0
+    md = (tmp_path / "results" / "table.md").read_text()
+    assert "| mt | multitask (round-robin, cross-encoder PD head) |" in md
+    assert "| st | single-task (cross-encoder PD head) |" in md
+    with pytest.raises(SystemExit, match="has a cross paraphrase head"):
+        run(world, tmp_path / "x", "--stage", "single-task", "--weights", str(mt / "best"), "--para-input", "siamese")
+    long_data = tmp_path / "long"
+    shutil.copytree(world[1], long_data)
+    with open(long_data / "quora-train.csv", "a") as f:  # a pair of 40 + 40 tokens: > 64 positions
+        f.write("\t".join(["99", "long", " ".join(["good"] * 38), " ".join(["bad"] * 38), "1.0"]) + "\n")
+    with pytest.raises(SystemExit, match="has 79 tokens, more than the model's 64 positions"):
+        train.main(["--weights", str(world[0]), "--data-dir", str(long_data), "--out", str(tmp_path / "y"),
+                    "--para-input", "cross", "--no-progress"])
 
 
 def test_default_lr_schedule_trains_to_finite_weights(world, tmp_path):

@@ -26,6 +26,13 @@ def pad_batch(input_ids, token_type_ids=None, pad_id: int = 0) -> dict:
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
 
 
+def join_pair(ids1, ids2):
+    """[CLS] s1 [SEP] and [CLS] s2 [SEP] (id lists) -> one pair sequence [CLS] s1 [SEP] s2 [SEP]
+    and its token types (0 on [CLS] s1 [SEP], 1 on s2 [SEP]), as BERT's pair input."""
+    ids = ids1 + ids2[1:]  # s2 without its own [CLS]
+    return ids, [0] * len(ids1) + [1] * (len(ids2) - 1)
+
+
 def bucketed_batches(lengths, batch_size: int, shuffle: bool = True, generator=None,
                      pool_batches: int = 50) -> list:
     """Indices 0..N-1 cut into batches of similar length.

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from minibert.batching import bucketed_batches, pad_batch
+from minibert.batching import bucketed_batches, join_pair, pad_batch
 
 TASKS = ("sst", "para", "sts")
 
@@ -165,6 +165,8 @@ class TaskDataset:
       single sentences: input_ids, attention_mask (B, T), labels (B,)
       pairs:            input_ids, attention_mask (2B, T): rows 0..B-1 the first sentences,
                         rows B..2B-1 the second ones, labels (B,)
+      pairs, joint=True: input_ids, attention_mask, token_type_ids (B, T) of
+                        [CLS] s1 [SEP] s2 [SEP] rows, labels (B,)
     """
 
     def __init__(self, task, examples, tokenizer, max_length=128):
@@ -192,10 +194,16 @@ class TaskDataset:
     def batches(self, batch_size, shuffle=False, generator=None) -> list:
         return bucketed_batches(self.lengths, batch_size, shuffle=shuffle, generator=generator)
 
-    def collate(self, indices) -> dict:
-        rows = [self.ids[k][i] for k in range(self.n_sentences) for i in indices]
-        batch = pad_batch(rows, pad_id=self.pad_id)  # (n_sentences * B, T)
-        del batch["token_type_ids"]  # all zeros: every row is a single sentence
+    def collate(self, indices, joint=False) -> dict:
+        if joint:  # pairs joined into one sequence each (the cross-encoder's input)
+            if self.n_sentences != 2:
+                raise ValueError(f"{self.task}: joint=True needs sentence pairs")
+            ids, types = zip(*(join_pair(self.ids[0][i], self.ids[1][i]) for i in indices))
+            batch = pad_batch(ids, types, pad_id=self.pad_id)  # (B, T) with token types
+        else:
+            rows = [self.ids[k][i] for k in range(self.n_sentences) for i in indices]
+            batch = pad_batch(rows, pad_id=self.pad_id)  # (n_sentences * B, T)
+            del batch["token_type_ids"]  # all zeros: every row is a single sentence
         if self.labelled:
             batch["labels"] = self.labels[indices]  # (B,)
         return batch

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from minibert.data import FORMATS, TASKS, TaskDataset, load_datasets, read_examples
-from minibert.heads import load_model, vocab_path
+from minibert.heads import MultitaskBERT, load_model, vocab_path
 from minibert.paths import data_dir
 from minibert.runtime import autocast, device_name, pick_device
 from minibert.tokenizer import WordPieceTokenizer
@@ -73,7 +73,8 @@ def predict_dataset(model, ds: TaskDataset, device, batch_size=None):
     model.eval()
     outputs, order = [], []
     for idx in ds.batches(batch_size, shuffle=False):
-        batch = {k: v.to(device, non_blocking=True) for k, v in ds.collate(idx).items()}
+        batch = ds.collate(idx, joint=isinstance(model, MultitaskBERT) and model.joint_input(ds.task))
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with autocast(device):
             outputs.append(model.predict(ds.task, batch).float())
         order += idx

@@ -11,6 +11,13 @@ Pairs (paraphrase, similarity) are siamese: each sentence is encoded on its own 
 embeddings are compared, as in Sentence-BERT (the paper's ref. [5]). The training batches
 stack both sentences of B pairs into one (2B, T) batch (see data.py) so BERT runs once.
 
+A variant beyond the paper, para_input="cross" (a cross-encoder, as BERT's own paper does for
+sentence pairs): the paraphrase head reads ONE sequence [CLS] s1 [SEP] s2 [SEP] (token type
+1 on s2), so attention compares the two questions word by word in every layer instead of
+only at the end through two fixed vectors; a linear layer on its mean pool gives the logit.
+STS stays siamese either way: its cosine of the two embeddings is what MiniLM was trained
+for, and it scored better there (results/study.md).
+
 A checkpoint folder holds the whole model:
     DIR/encoder/        config.json, model.safetensors, vocab.txt (Hugging Face format)
     DIR/heads.safetensors   the heads' parameters
@@ -25,6 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from minibert.batching import join_pair, pad_batch
 from minibert.checkpoint import WeightsError, read_safetensors, write_json, write_safetensors
 from minibert.model import BertModel
 
@@ -38,24 +46,30 @@ def mean_pool(h, attention_mask):
 
 
 class MultitaskBERT(nn.Module):
-    HPARAMS = ("dropout", "alpha1", "alpha2", "sst_hidden", "num_labels")
+    HPARAMS = ("dropout", "alpha1", "alpha2", "sst_hidden", "num_labels", "para_input")
+    PARA_INPUTS = ("siamese", "cross")
 
     def __init__(self, bert: BertModel, dropout=0.1, alpha1=0.5, alpha2=0.5, sst_hidden=None,
-                 num_labels=5):
+                 num_labels=5, para_input="siamese"):
         super().__init__()
+        if para_input not in self.PARA_INPUTS:
+            raise ValueError(f"para_input must be one of {self.PARA_INPUTS}, got {para_input!r}")
         C = bert.config.hidden_size
         sst_hidden = sst_hidden or C
         self.bert = bert
         self.hparams = dict(dropout=dropout, alpha1=alpha1, alpha2=alpha2, sst_hidden=sst_hidden,
-                            num_labels=num_labels)
-        self.alpha1, self.alpha2 = alpha1, alpha2
+                            num_labels=num_labels, para_input=para_input)
+        self.alpha1, self.alpha2, self.para_input = alpha1, alpha2, para_input
         # SST: a 2-layer feed-forward network; ReLU, LayerNorm and dropout on the first layer
         self.sst_hidden = nn.Linear(C, sst_hidden)
         self.sst_norm = nn.LayerNorm(sst_hidden)
         self.sst_out = nn.Linear(sst_hidden, num_labels)
-        # Paraphrase: per sentence Linear + ReLU + dropout, then one linear layer on 4 features
-        self.para_proj = nn.Linear(C, C)
-        self.para_out = nn.Linear(4 * C, 1)
+        if para_input == "siamese":
+            # Paraphrase: per sentence Linear + ReLU + dropout, then one linear layer on 4 features
+            self.para_proj = nn.Linear(C, C)
+            self.para_out = nn.Linear(4 * C, 1)
+        else:  # cross-encoder: one linear layer on the pooled joint encoding of the pair
+            self.para_joint = nn.Linear(C, 1)
         self.dropout = nn.Dropout(dropout)
         # STS has no parameters (eq. 3)
         self.encoder_frozen = False
@@ -64,9 +78,13 @@ class MultitaskBERT(nn.Module):
 
     def head_parameters(self, task):
         """The parameters only `task` uses (STS has none)."""
-        modules = {"sst": [self.sst_hidden, self.sst_norm, self.sst_out],
-                   "para": [self.para_proj, self.para_out], "sts": []}[task]
+        para = [self.para_proj, self.para_out] if self.para_input == "siamese" else [self.para_joint]
+        modules = {"sst": [self.sst_hidden, self.sst_norm, self.sst_out], "para": para, "sts": []}[task]
         return [p for m in modules for p in m.parameters()]
+
+    def joint_input(self, task) -> bool:
+        """Does `task` read its pairs as one joined sequence (data.py's collate(joint=True))?"""
+        return task == "para" and self.para_input == "cross"
 
     def freeze_encoder(self, frozen=True):
         """Freeze BERT (baseline and single-task stages): no gradients, and kept in eval mode
@@ -84,11 +102,11 @@ class MultitaskBERT(nn.Module):
 
     # ---- embeddings ---------------------------------------------------------------------
 
-    def encode(self, input_ids, attention_mask):
+    def encode(self, input_ids, attention_mask, token_type_ids=None):
         """BERT's last hidden states (B, T, C) in float32 (under bf16 autocast, pooling sums
         many vectors: keep it out of bf16's 8-bit mantissa); no autograd when frozen."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.encoder_frozen):
-            return self.bert(input_ids, attention_mask)["last_hidden_state"].float()
+            return self.bert(input_ids, attention_mask, token_type_ids)["last_hidden_state"].float()
 
     def pair_embeddings(self, input_ids, attention_mask):
         """A stacked pair batch (2B, T) -> the mean-pooled embeddings u, v: (B, C) each."""
@@ -102,6 +120,15 @@ class MultitaskBERT(nn.Module):
         pad = lambda x: F.pad(x, (0, T - x.shape[1]))  # pad id and mask value are both 0
         return torch.cat([pad(ids1), pad(ids2)]), torch.cat([pad(mask1), pad(mask2)])
 
+    @staticmethod
+    def join_pair(ids1, mask1, ids2, mask2):
+        """Two right-padded (B, T1), (B, T2) batches of [CLS] s [SEP] rows -> the cross-encoder's
+        (B, T) input_ids, attention_mask, token_type_ids of [CLS] s1 [SEP] s2 [SEP] rows."""
+        rows = [join_pair(a[m.bool()].tolist(), b[n.bool()].tolist())
+                for a, m, b, n in zip(ids1, mask1, ids2, mask2)]
+        batch = pad_batch([ids for ids, _ in rows], [types for _, types in rows])
+        return tuple(batch[k].to(ids1.device) for k in ("input_ids", "attention_mask", "token_type_ids"))
+
     # ---- the three tasks: forward from a batch of data.py --------------------------------
 
     def sentiment_logits(self, input_ids, attention_mask):
@@ -113,9 +140,13 @@ class MultitaskBERT(nn.Module):
         return self.sst_out(s)  # (B, num_labels); argmax is the prediction (eq. 2)
         # END SOLUTION
 
-    def paraphrase_logit(self, input_ids, attention_mask):
-        """Stacked pairs (2B, T) -> (B,) logits of "is a paraphrase" (eq. 4)."""
+    def paraphrase_logit(self, input_ids, attention_mask, token_type_ids=None):
+        """Stacked pairs (2B, T) -> (B,) logits of "is a paraphrase" (eq. 4); with
+        para_input="cross", joined pairs (B, T) and their token types instead."""
         # BEGIN SOLUTION
+        if self.para_input == "cross":
+            h = self.encode(input_ids, attention_mask, token_type_ids)  # (B, T, C): both sentences
+            return self.para_joint(self.dropout(mean_pool(h, attention_mask))).squeeze(-1)  # (B,)
         u, v = self.pair_embeddings(input_ids, attention_mask)  # (B, C) each
         u = self.dropout(F.relu(self.para_proj(u)))  # s1' (B, C)
         v = self.dropout(F.relu(self.para_proj(v)))  # s2' (B, C), same layer: siamese
@@ -139,7 +170,8 @@ class MultitaskBERT(nn.Module):
         if task == "para":
             # eq. 5 is binary cross-entropy of sigmoid(logit); BCE-with-logits computes the
             # same loss from the logit via log-sigmoid, which does not overflow or log(0)
-            return F.binary_cross_entropy_with_logits(self.paraphrase_logit(ids, mask), y)
+            logit = self.paraphrase_logit(ids, mask, batch.get("token_type_ids"))
+            return F.binary_cross_entropy_with_logits(logit, y)
         if task == "sts":
             return F.mse_loss(self.similarity_score(ids, mask), y)  # eq. 3
         raise ValueError(f"unknown task {task!r}: expected sst, para or sts")
@@ -151,7 +183,7 @@ class MultitaskBERT(nn.Module):
         if task == "sst":
             return self.sentiment_logits(ids, mask).float().softmax(-1)
         if task == "para":
-            return self.paraphrase_logit(ids, mask).float().sigmoid()
+            return self.paraphrase_logit(ids, mask, batch.get("token_type_ids")).float().sigmoid()
         return self.similarity_score(ids, mask).float()
 
     # ---- the CS224N starter code's names ---------------------------------------------------
@@ -162,8 +194,8 @@ class MultitaskBERT(nn.Module):
 
     def predict_paraphrase(self, input_ids_1, attention_mask_1, input_ids_2, attention_mask_2):
         """Two (B, T) batches -> (B,) logits (the probability is their sigmoid)."""
-        return self.paraphrase_logit(*self.stack_pair(input_ids_1, attention_mask_1,
-                                                      input_ids_2, attention_mask_2))
+        pair = (input_ids_1, attention_mask_1, input_ids_2, attention_mask_2)
+        return self.paraphrase_logit(*(self.join_pair(*pair) if self.joint_input("para") else self.stack_pair(*pair)))
 
     def predict_similarity(self, input_ids_1, attention_mask_1, input_ids_2, attention_mask_2):
         """Two (B, T) batches -> (B,) similarity scores in [-5, 5]."""

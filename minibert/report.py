@@ -35,7 +35,10 @@ def is_sentiment(run) -> bool:
 
 
 def method(run) -> str:
-    return run["stage"] + (f" ({run['schedule']})" if run.get("schedule") else "")
+    details = [run["schedule"]] if run.get("schedule") else []
+    if run.get("para_input") == "cross":
+        details.append("cross-encoder PD head")
+    return run["stage"] + (f" ({', '.join(details)})" if details else "")
 
 
 def cell(metrics, key) -> str:

@@ -99,6 +99,9 @@ def parse_args(argv):
     p.add_argument("--dropout", type=float, default=0.1, help="dropout of the heads")
     p.add_argument("--alpha1", type=float, default=0.5, help="weight of e_[CLS] in the SST input (eq. 1)")
     p.add_argument("--alpha2", type=float, default=0.5, help="weight of the mean pool in the SST input")
+    p.add_argument("--para-input", choices=MultitaskBERT.PARA_INPUTS, help="paraphrase head: siamese "
+                   "(the paper's, each sentence encoded alone) or cross (one [CLS] s1 [SEP] s2 [SEP] "
+                   "sequence, beyond the paper; default: siamese, or the --weights checkpoint's)")
     p.add_argument("--task-order", default="para,sst,sts", help="round-robin order of the tasks")
     p.add_argument("--task-probs", default="para=1/3,sts=9/10,sst=1/2",
                    help="random schedule: probability of training each task in an epoch")
@@ -201,7 +204,8 @@ def train_step(model, step_tasks, train, device, args, shared, heads, step) -> d
     """Forward, backward and gradient merge for one step; returns {task: loss (0-dim)}."""
     losses = {}
     for task, idx in step_tasks:
-        batch = {k: v.to(device, non_blocking=True) for k, v in train[task].collate(idx).items()}
+        batch = train[task].collate(idx, joint=model.joint_input(task))
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with autocast(device, args.amp):
             losses[task] = model.loss(task, batch)
         if len(step_tasks) == 1:
@@ -299,7 +303,18 @@ def run(args) -> MultitaskBERT:
                          seed=args.seed)
     train, dev = data["train"], data["dev"]
 
-    model = load_model(weights, dropout=args.dropout, alpha1=args.alpha1, alpha2=args.alpha2).to(device)
+    model = load_model(weights, dropout=args.dropout, alpha1=args.alpha1, alpha2=args.alpha2,
+                       para_input=args.para_input or "siamese").to(device)
+    if args.para_input and model.para_input != args.para_input:
+        raise SystemExit(f"--para-input {args.para_input}: the checkpoint {weights} has a "
+                         f"{model.para_input} paraphrase head")
+    if model.joint_input("para"):  # a joined pair must fit the encoder's positions
+        pairs = [d["para"] for d in data.values() if "para" in d]
+        longest = max((len(a) + len(b) - 1 for ds in pairs for a, b in zip(*ds.ids)), default=0)
+        if longest > model.bert.config.max_position_embeddings:
+            raise SystemExit(f"--para-input cross: the longest joined question pair has {longest} tokens, "
+                             f"more than the model's {model.bert.config.max_position_embeddings} positions: "
+                             "lower --max-length")
     frozen = args.stage != "multitask"
     model.freeze_encoder(frozen)
     if rank:
@@ -416,7 +431,7 @@ def finish(args, name, out, data, device, elapsed, world):
     write_split_predictions(out / "predictions", "test", data["test"], test_out)
     rows = MetricsLog(out / "metrics.jsonl").read()
     write_json({"name": name, "stage": args.stage, "schedule": args.schedule if args.stage == "multitask" else None,
-                "config": vars(args), "dev": dev_metrics,
+                "para_input": model.para_input, "config": vars(args), "dev": dev_metrics,
                 "majority": majority_baseline(data["train"], data["dev"]),
                 "best_epoch": {k: max((r for r in rows if k in r["dev"]), key=lambda r: r["dev"][k])["epoch"]
                                for k in dev_metrics} if rows else {},
