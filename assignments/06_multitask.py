@@ -8,6 +8,8 @@ minibert/train.py (epoch_plan: the schedules; the training loop).
 Graded by: checks/test_data.py and checks/test_train.py (`pytest checks/ -m step06`).
 Runs `python -m minibert train --stage multitask --schedule round-robin` (runs/multitask-rr/);
 prints SST accuracy, paraphrase accuracy, STS r and their mean: see results/.
+Then try `--para-input cross` (with a new --out): the paraphrase head reads both questions as
+one sequence, which lifted paraphrase accuracy past the siamese head's (results/study.md).
 """
 
 import sys

@@ -18,9 +18,11 @@ from tiny_world import add_cfimdb, make_world
 
 CHECK_STAGES = ["model-check", "tokenizer-check", "optimizer-check"]
 STAGES = CHECK_STAGES + ["sentiment-sst", "sentiment-cfimdb", "pretrain", "baseline", "mt-round-robin",
-                         "mt-random", "mt-pcgrad", "pt-mt", "mt-st", "pt-mt-st", "ensemble", "results"]
+                         "mt-random", "mt-pcgrad", "pt-mt", "mt-st", "pt-mt-st", "mt-cross", "mt-cross-st",
+                         "ensemble", "results"]
 TABLE_ROWS = ["baseline", "mt-round-robin", "mt-random", "mt-pcgrad", "pretrain + mt round-robin",
-              "mt round-robin + single-task", "pretrain + mt + single-task", "ensemble",
+              "mt round-robin + single-task", "pretrain + mt + single-task", "mt round-robin, cross PD",
+              "mt cross + single-task", "ensemble",
               "sentiment-sst", "sentiment-cfimdb", "majority class"]
 
 
@@ -66,6 +68,7 @@ def test_full_profile_runs_every_stage_in_order(full_run):
     config = json.loads((runs / "mt-round-robin" / "config.json").read_text())
     assert (config["limit"], config["epochs"], config["quick"]) == (None, 3, False)
     assert json.loads((runs / "mt-st" / "config.json").read_text())["epochs"] == 2
+    assert json.loads((runs / "mt-cross-st" / "summary.json").read_text())["para_input"] == "cross"
 
 
 def test_rerun_skips_finished_stages(full_run):
