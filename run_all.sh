@@ -78,13 +78,13 @@ echo "profile $PROFILE, data $DATA_DIR, weights $WEIGHTS, runs $RUNS, $("$PY" -c
 if [ "$PROFILE" = quick ]; then
   # train --quick: subsets, smaller batches, a larger step for the heads (minibert/train.py QUICK)
   LIMIT="--limit ${MINIBERT_QUICK_LIMIT:-500}"        # examples per task and split
-  MT_EPOCHS=2 CROSS_EPOCHS=2 ST_EPOCHS=1 PT_ARGS="--limit 2000 --epochs 1 --head-warmup-steps 6"  # 16 steps
+  MT_EPOCHS=2 ST_EPOCHS=1 PT_ARGS="--limit 2000 --epochs 1 --head-warmup-steps 6"  # 16 steps
   QUICK_TRAIN="--quick"
   SENT_ARGS="--epochs 2 --lr 1e-4 --limit ${MINIBERT_QUICK_SENT_LIMIT:-500}"
   CF_ARGS="--epochs 2 --lr 1e-4 --max-length 128 --limit 200"
 else
   LIMIT="" QUICK_TRAIN=""
-  MT_EPOCHS=3 CROSS_EPOCHS=3 ST_EPOCHS=2 PT_ARGS="--epochs 3"
+  MT_EPOCHS=3 ST_EPOCHS=2 PT_ARGS="--epochs 3"
   SENT_ARGS="--epochs 4" CF_ARGS="--epochs 4 --max-length 512"
 fi
 
@@ -126,7 +126,7 @@ stage mt-st           $TRAIN --stage single-task --epochs $ST_EPOCHS --weights "
 stage pt-mt-st        $TRAIN --stage single-task --epochs $ST_EPOCHS --weights "$RUNS/pt-mt/best" \
                         --name "pretrain + mt + single-task" --out "$RUNS/pt-mt-st"
 # beyond the paper: the paraphrase head as a cross-encoder (minibert/heads.py), the best pipeline
-stage mt-cross        $TRAIN --stage multitask --schedule round-robin --para-input cross --epochs $CROSS_EPOCHS \
+stage mt-cross        $TRAIN --stage multitask --schedule round-robin --para-input cross --epochs $MT_EPOCHS \
                         --name "mt round-robin, cross PD" --out "$RUNS/mt-cross"
 stage mt-cross-st     $TRAIN --stage single-task --epochs $ST_EPOCHS --weights "$RUNS/mt-cross/best" \
                         --name "mt cross + single-task" --out "$RUNS/mt-cross-st"
