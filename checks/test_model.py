@@ -18,7 +18,8 @@ SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scope
 
 
 def hf_model(path):
-    return transformers.BertModel.from_pretrained(path, attn_implementation="eager").eval()
+    # float32 as ours loads it: transformers would otherwise keep an fp16 checkpoint's dtype
+    return transformers.BertModel.from_pretrained(path, attn_implementation="eager", dtype=torch.float32).eval()
 
 
 def random_batch(draw, vocab_size, max_len=24, max_batch=4):

@@ -188,7 +188,7 @@ def test_fast_model_matches_reference_minilm(device):
 def test_fast_model_matches_transformers():
     """The REAL reference: transformers' BertModel on the same weights (eval, float32)."""
     transformers = pytest.importorskip("transformers")
-    hf = transformers.BertModel.from_pretrained(WEIGHTS, attn_implementation="eager").eval()
+    hf = transformers.BertModel.from_pretrained(WEIGHTS, attn_implementation="eager", dtype=torch.float32).eval()
     model = BertModel.from_pretrained(WEIGHTS).set_fast(True)
     ids = torch.randint(1000, 30000, (3, 24), generator=torch.Generator().manual_seed(1))
     mask = random_mask(3, 24, 5)
