@@ -18,6 +18,15 @@ tokenizers = pytest.importorskip("tokenizers")
 
 VOCAB = weights_dir() / "vocab.txt"
 
+# tokenizers 0.23.1 and 0.23.2 split a pair's longest-first truncation differently from the
+# releases before and after them: given "0:0:0" / "Héllo" x3 and 4 tokens in all, 0.22.2, 0.23.3
+# and the classic algorithm (cut the longer sequence one token at a time, ties from the second)
+# keep "0" from the first, those two keep "hello" from the second. Measured on 0.22.2, 0.23.1,
+# 0.23.2 and 0.23.3; 0.23.1 is the release that added an early exit to truncation. Against those
+# two versions the pair-truncation checks cannot tell right from wrong, so they are skipped.
+skip_if_pair_truncation_differs = pytest.mark.skipif(
+    tokenizers.__version__ in ("0.23.1", "0.23.2"),
+    reason=f"tokenizers {tokenizers.__version__} truncates pairs unlike 0.22.2 and 0.23.3 (see above)")
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +92,7 @@ def test_every_train_sentence(tok, rust):
     assert not mismatches, f"{len(mismatches)} sentences differ, first: {mismatches[0]}"
 
 
+@skip_if_pair_truncation_differs
 def test_train_pairs_truncated(tok, rust):
     """Quora and STS pairs cut to 24 tokens: longest-first truncation and token types."""
     pairs = read_sentences([("quora-train.csv", ["sentence1", "sentence2"]), ("sts-train.csv", ["sentence1", "sentence2"])])
@@ -125,6 +135,7 @@ def test_ascii_fast_path_equals_reference(tok, rust, text):
     assert tok.encode(text) == rust_encode(rust, text)[0]
 
 
+@skip_if_pair_truncation_differs
 @settings(max_examples=300, deadline=None)
 @given(text, text, st.integers(3, 40))
 def test_generated_pairs_truncated(tok, rust, a, b, max_length):
