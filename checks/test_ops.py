@@ -15,14 +15,10 @@ from minibert import ops
 from minibert.batching import bucketed_batches, pad_batch, real_token_fraction
 from minibert.config import BertConfig
 from minibert.model import BertModel, BertSelfAttention, additive_mask, gelu
-from minibert.paths import weights_dir
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 # relative error ||out - ref|| / ||ref|| allowed: float32 rounding, and bf16's 8-bit mantissa
 TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2}
-WEIGHTS = weights_dir()
-needs_weights = pytest.mark.skipif(not (WEIGHTS / "model.safetensors").exists(),
-                                   reason="no weights (python -m minibert fetch-weights)")
 
 
 def rel_err(out, ref):
@@ -173,10 +169,9 @@ def test_fast_model_matches_reference_random_configs(device, seed, B, T):
     assert_fast_equals_reference(model, batch, 1e-4)
 
 
-@needs_weights
 @pytest.mark.parametrize("device", DEVICES)
-def test_fast_model_matches_reference_minilm(device):
-    model = BertModel.from_pretrained(WEIGHTS).to(device)
+def test_fast_model_matches_reference_minilm(weights_path, device):
+    model = BertModel.from_pretrained(weights_path).to(device)
     torch.manual_seed(0)
     batch = dict(input_ids=torch.randint(1000, 30000, (3, 24), device=device),
                  attention_mask=random_mask(3, 24, 3).to(device),
@@ -184,12 +179,11 @@ def test_fast_model_matches_reference_minilm(device):
     assert_fast_equals_reference(model, batch, 1e-4)
 
 
-@needs_weights
-def test_fast_model_matches_transformers():
+def test_fast_model_matches_transformers(weights_path):
     """The REAL reference: transformers' BertModel on the same weights (eval, float32)."""
     transformers = pytest.importorskip("transformers")
-    hf = transformers.BertModel.from_pretrained(WEIGHTS, attn_implementation="eager", dtype=torch.float32).eval()
-    model = BertModel.from_pretrained(WEIGHTS).set_fast(True)
+    hf = transformers.BertModel.from_pretrained(weights_path, attn_implementation="eager", dtype=torch.float32).eval()
+    model = BertModel.from_pretrained(weights_path).set_fast(True)
     ids = torch.randint(1000, 30000, (3, 24), generator=torch.Generator().manual_seed(1))
     mask = random_mask(3, 24, 5)
     with torch.no_grad():

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from minibert import student
-from minibert.paths import ROOT, data_dir, weights_dir
+from minibert.paths import ROOT, data_dir
 
 # the regions issue 8 asks students to write, (file, function)
 REQUIRED = {
@@ -183,12 +183,10 @@ sys.exit(pytest.main(sys.argv[1:]))
 """
 
 
-def run_checks(copy, files, *options):
-    """pytest FILES inside a student copy -> {test id: (outcome, message)}."""
-    if not (weights_dir() / "model.safetensors").is_file():
-        pytest.skip("no weights: run `python -m minibert fetch-weights`")
+def run_checks(copy, weights, files, *options):
+    """pytest FILES inside a student copy, with WEIGHTS -> {test id: (outcome, message)}."""
     report = copy / "report.xml"
-    env = {**os.environ, "PYTHONPATH": str(copy), "MINIBERT_WEIGHTS": str(weights_dir().resolve()),
+    env = {**os.environ, "PYTHONPATH": str(copy), "MINIBERT_WEIGHTS": str(weights.resolve()),
            "MINIBERT_DATA": str(data_dir().resolve())}
     args = [*files, *options, "-q", "-p", "no:cacheprovider", f"--junitxml={report}", "-W", "ignore"]
     proc = subprocess.run([sys.executable, "-c", PYTEST_WITHOUT_SHRINKING, *args],
@@ -207,7 +205,7 @@ def failures(results):
 
 
 @pytest.mark.parametrize("step", [s for s in COURSE_STEPS if s != "step07"])
-def test_each_step_fails_on_its_own_blank(tmp_path, step):
+def test_each_step_fails_on_its_own_blank(tmp_path, weights_path, step):
     """A copy with only `step` blanked: its checks fail, on that blank (-x: the first failure
     is enough, and comes fast)."""
     copy = tmp_path / "copy"
@@ -216,17 +214,17 @@ def test_each_step_fails_on_its_own_blank(tmp_path, step):
         pytest.skip(f"no solution region of {step} in this project")
     files = check_files(step)
     assert files, f"{step} has solution regions ({regions[0].file}) but no check file grades it"
-    failed = failures(run_checks(copy, files, "-x"))
+    failed = failures(run_checks(copy, weights_path, files, "-x"))
     assert failed, f"the checks of {step} ({files}) pass with its solution blanked"
     assert all(f"NotImplementedError: {step}:" in m for m in failed.values()), failed
 
 
-def test_a_blank_breaks_its_own_step_only(tmp_path):
+def test_a_blank_breaks_its_own_step_only(tmp_path, weights_path):
     """A copy with only step07 (PCGrad) blanked: every check of step07 fails, on that blank,
     and the earlier step03 (AdamW) checks all still pass there."""
     copy = tmp_path / "copy"
     student.make_student_copy(ROOT, copy, steps={"step07"})
-    results = run_checks(copy, check_files("step07") + check_files("step03"))
+    results = run_checks(copy, weights_path, check_files("step07") + check_files("step03"))
     ours = {t: r for t, r in results.items() if "test_pcgrad" in t}
     assert ours and all(o in ("failure", "error") and "NotImplementedError: step07:" in m
                         for o, m in ours.values()), ours

@@ -11,12 +11,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from minibert.paths import data_dir, weights_dir
+from minibert.paths import data_dir
 from minibert.tokenizer import WordPieceTokenizer, normalize, pre_tokenize
 
 tokenizers = pytest.importorskip("tokenizers")
 
-VOCAB = weights_dir() / "vocab.txt"
 
 # tokenizers 0.23.1 and 0.23.2 split a pair's longest-first truncation differently from the
 # releases before and after them: given "0:0:0" / "Héllo" x3 and 4 tokens in all, 0.22.2, 0.23.3
@@ -30,10 +29,8 @@ skip_if_pair_truncation_differs = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def vocab_path():
-    if not VOCAB.is_file():
-        pytest.skip(f"no {VOCAB}: run `python -m minibert fetch-weights` (or set MINIBERT_WEIGHTS)")
-    return str(VOCAB)
+def vocab_path(weights_path):
+    return str(weights_path / "vocab.txt")
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +74,7 @@ def read_sentences(files_and_columns):
 # Real data
 
 
-def test_every_train_sentence(tok, rust):
+def test_every_train_sentence(tok, rust, vocab_path):
     """The 46,452 SST, Quora and STS train sentences, and the long CFIMDB reviews (no
     truncation), give exactly the Rust tokenizer's ids."""
     files = [("ids-sst-train.csv", ["sentence"]), ("quora-train.csv", ["sentence1", "sentence2"]),
@@ -87,7 +84,7 @@ def test_every_train_sentence(tok, rust):
     sentences += [s for (s,) in read_sentences([("ids-cfimdb-train.csv", ["sentence"])])]
     rust.no_truncation()
     expected = [e.ids for e in rust.encode_batch(sentences)]
-    got = WordPieceTokenizer.from_vocab(VOCAB).encode_batch(sentences)  # a cold cache
+    got = WordPieceTokenizer.from_vocab(vocab_path).encode_batch(sentences)  # a cold cache
     mismatches = [(s, g, e) for s, g, e in zip(sentences, got, expected) if g != e]
     assert not mismatches, f"{len(mismatches)} sentences differ, first: {mismatches[0]}"
 
