@@ -79,6 +79,10 @@ class SentimentClassifier(nn.Module):
         """Class probabilities (B, num_labels): what evaluate.predict_dataset collects."""
         return self(batch["input_ids"], batch["attention_mask"]).float().softmax(-1)
 
+    def joint_input(self, task) -> bool:
+        """Single sentences only, never a joined pair (predict_dataset asks every model)."""
+        return False
+
 
 class PooledFeatures(nn.Module):
     """The frozen encoder as evaluate.predict_dataset sees a model: it 'predicts' the pooled
@@ -91,6 +95,9 @@ class PooledFeatures(nn.Module):
 
     def predict(self, task, batch):
         return self.model.sentence_vector(batch["input_ids"], batch["attention_mask"])
+
+    def joint_input(self, task) -> bool:
+        return self.model.joint_input(task)
 
 
 def parse_args(argv):

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from minibert.data import FORMATS, TASKS, TaskDataset, load_datasets, read_examples
-from minibert.heads import MultitaskBERT, load_model, vocab_path
+from minibert.heads import load_model, vocab_path
 from minibert.paths import data_dir
 from minibert.runtime import autocast, device_name, pick_device
 from minibert.tokenizer import WordPieceTokenizer
@@ -67,13 +67,14 @@ def inference_batch_size(device) -> int:
 @torch.inference_mode()
 def predict_dataset(model, ds: TaskDataset, device, batch_size=None):
     """Outputs for every example of `ds`, in its order: batches sorted by length (little
-    padding), put back in order at the end. batch_size None: `inference_batch_size`."""
+    padding), put back in order at the end. batch_size None: `inference_batch_size`.
+    `model` has predict(task, batch) and joint_input(task) (how it reads a pair)."""
     batch_size = batch_size or inference_batch_size(device)
     was_training = model.training
     model.eval()
     outputs, order = [], []
     for idx in ds.batches(batch_size, shuffle=False):
-        batch = ds.collate(idx, joint=isinstance(model, MultitaskBERT) and model.joint_input(ds.task))
+        batch = ds.collate(idx, joint=model.joint_input(ds.task))
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with autocast(device):
             outputs.append(model.predict(ds.task, batch).float())
