@@ -185,14 +185,22 @@ class TaskDataset:
         self.labelled = bool(examples) and examples[0].label is not None
         dtype = torch.long if FORMATS[task][3] == "class" else torch.float
         self.labels = torch.tensor([e.label for e in examples], dtype=dtype) if self.labelled else None
-        # a pair batch is as long as its longest sentence, so bucket pairs by the longer one
+        # a pair batch is as long as its longest sentence, so bucket pairs by the longer one;
+        # joined into one sequence (collate(joint=True)), by the length of the two together
         self.lengths = [max(len(s[i]) for s in self.ids) for i in range(len(self))]
+        self.joint_lengths = ([len(join_pair(a, b)[0]) for a, b in zip(*self.ids)]
+                              if self.n_sentences == 2 else None)
 
     def __len__(self):
         return len(self.example_ids)
 
-    def batches(self, batch_size, shuffle=False, generator=None) -> list:
-        return bucketed_batches(self.lengths, batch_size, shuffle=shuffle, generator=generator)
+    def padded_lengths(self, joint=False) -> list:
+        """Each example's length in a batch, as collate(idx, joint) lays it out."""
+        return self.joint_lengths if joint else self.lengths
+
+    def batches(self, batch_size, shuffle=False, generator=None, joint=False) -> list:
+        """Index batches of examples of similar length (little padding) for collate(idx, joint)."""
+        return bucketed_batches(self.padded_lengths(joint), batch_size, shuffle=shuffle, generator=generator)
 
     def collate(self, indices, joint=False) -> dict:
         if joint:  # pairs joined into one sequence each (the cross-encoder's input)
@@ -219,6 +227,7 @@ class TaskDataset:
         out.ids = [[s[i] for i in keep] for s in self.ids]
         out.labels = self.labels[keep] if self.labelled else None
         out.lengths = [self.lengths[i] for i in keep]
+        out.joint_lengths = [self.joint_lengths[i] for i in keep] if self.joint_lengths else self.joint_lengths
         return out
 
 

@@ -73,8 +73,9 @@ def predict_dataset(model, ds: TaskDataset, device, batch_size=None):
     was_training = model.training
     model.eval()
     outputs, order = [], []
-    for idx in ds.batches(batch_size, shuffle=False):
-        batch = ds.collate(idx, joint=model.joint_input(ds.task))
+    joint = model.joint_input(ds.task)
+    for idx in ds.batches(batch_size, shuffle=False, joint=joint):
+        batch = ds.collate(idx, joint=joint)
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with autocast(device):
             outputs.append(model.predict(ds.task, batch).float())

@@ -156,10 +156,11 @@ def parse_task_order(text):
 # ---- the plan of an epoch: which task trains on which examples at each step -----------------
 
 
-def epoch_plan(args, train, epoch) -> list:
+def epoch_plan(args, train, epoch, joint=()) -> list:
     """The steps of one epoch, each a list of (task, example indices): one pair per step,
     or one per task for pcgrad. Depends only on (seed, epoch): resumable and the same on
-    every process."""
+    every process. `joint`: the tasks whose pairs the model reads joined (their batches are
+    bucketed by joined length)."""
     g = torch.Generator().manual_seed(args.seed * 100_003 + epoch)
     bs = args.batch_size
     if args.stage == "multitask" and args.schedule == "pcgrad":
@@ -168,7 +169,8 @@ def epoch_plan(args, train, epoch) -> list:
         per_task = {}
         for task, ds in train.items():
             drawn = torch.randint(len(ds), (n,), generator=g).tolist()  # with replacement
-            batches = bucketed_batches([ds.lengths[i] for i in drawn], bs, generator=g)
+            lengths = ds.padded_lengths(task in joint)
+            batches = bucketed_batches([lengths[i] for i in drawn], bs, generator=g)
             per_task[task] = [[drawn[j] for j in b] for b in batches]
         return [[(t, per_task[t][k]) for t in train] for k in range(math.ceil(n / bs))]
         # END SOLUTION
@@ -179,7 +181,7 @@ def epoch_plan(args, train, epoch) -> list:
         keep = torch.rand(len(order), generator=g) < torch.tensor([args.task_probs[t] for t in order])
         order = [t for t, k in zip(order, keep.tolist()) if k]
         # END SOLUTION
-    return [[(t, b)] for t in order for b in train[t].batches(bs, shuffle=True, generator=g)]
+    return [[(t, b)] for t in order for b in train[t].batches(bs, shuffle=True, generator=g, joint=t in joint)]
 
 
 def my_share(plan, rank, world):
@@ -310,7 +312,7 @@ def run(args) -> MultitaskBERT:
                          f"{model.para_input} paraphrase head")
     if model.joint_input("para"):  # a joined pair must fit the encoder's positions
         pairs = [d["para"] for d in data.values() if "para" in d]
-        longest = max((len(a) + len(b) - 1 for ds in pairs for a, b in zip(*ds.ids)), default=0)
+        longest = max((n for ds in pairs for n in ds.joint_lengths), default=0)
         if longest > model.bert.config.max_position_embeddings:
             raise SystemExit(f"--para-input cross: the longest joined question pair has {longest} tokens, "
                              f"more than the model's {model.bert.config.max_position_embeddings} positions: "
@@ -325,7 +327,8 @@ def run(args) -> MultitaskBERT:
     optimizer = AdamW(groups, lr=args.lr, weight_decay=args.weight_decay, foreach=True)
     # with BERT frozen, STS (no parameters of its own) has nothing to train
     trainable = {t: ds for t, ds in train.items() if not frozen or model.head_parameters(t)}
-    plans = [my_share(epoch_plan(args, trainable, e), rank, world) for e in range(args.epochs)]
+    joint = {t for t in trainable if model.joint_input(t)}
+    plans = [my_share(epoch_plan(args, trainable, e, joint), rank, world) for e in range(args.epochs)]
     total = sum(map(len, plans))
     scheduler = make_scheduler(optimizer, args.lr_schedule, int(args.warmup * total), total)
 
