@@ -1,24 +1,26 @@
 #!/usr/bin/env bash
 # run_all.sh: the whole minibert study, end to end, one command on a fresh machine.
 #
-#   bash run_all.sh [--profile quick|full] [--force] [--only STAGE] [--data-dir DIR]
-#                   [--weights DIR] [--runs DIR] [--setup-only]
+#   bash run_all.sh [--profile quick|full] [--force] [--only STAGE] [--keep-going]
+#                   [--data-dir DIR] [--weights DIR] [--runs DIR] [--setup-only]
 #
 # Profiles: quick (the default without CUDA: every stage on subsets, about 12 minutes on
 # 2 CPU cores) and full (the default with CUDA: the whole table on one GPU).
 # Each stage writes its outputs under runs/ and a marker runs/.done/STAGE when complete;
 # a re-run skips completed stages (--force runs them again). The first failing stage stops
-# the run with the stage's name and the path of its log.
+# the run with the stage's name and the path of its log (--keep-going: runs the stages after
+# it too, then names every failed one and exits with 1).
 set -euo pipefail
 cd "$(dirname "$0")"
 
-PROFILE="" FORCE=0 ONLY="" SETUP_ONLY=0
+PROFILE="" FORCE=0 ONLY="" SETUP_ONLY=0 KEEP_GOING=0 FAILED=""
 DATA_DIR="${MINIBERT_DATA:-}" WEIGHTS="${MINIBERT_WEIGHTS:-}" RUNS="runs"
 while [ $# -gt 0 ]; do
   case "$1" in
     --profile) PROFILE="$2"; shift 2 ;;
     --force) FORCE=1; shift ;;
     --only) ONLY="$2"; shift 2 ;;
+    --keep-going) KEEP_GOING=1; shift ;;
     --data-dir) DATA_DIR="$2"; shift 2 ;;
     --weights) WEIGHTS="$2"; shift 2 ;;
     --runs) RUNS="$2"; shift 2 ;;
@@ -100,7 +102,8 @@ stage() {  # stage NAME command...
   say "$name: $*"
   if ! "$@" 2>&1 | tee "$log"; then
     echo "run_all.sh: stage '$name' FAILED; its log: $log" >&2
-    exit 1
+    [ "$KEEP_GOING" = 1 ] || exit 1
+    FAILED="$FAILED $name"; return 0
   fi
   echo "-- $name: ok in $((SECONDS - start)) s"
   touch "$RUNS/.done/$name"
@@ -133,5 +136,9 @@ stage mt-cross-st     $TRAIN --stage single-task --epochs $ST_EPOCHS --weights "
 stage ensemble        $M ensemble --data-dir "$DATA_DIR" $LIMIT --out "$RUNS/ensemble" \
                         --checkpoints "$RUNS/mt-cross-st/best" "$RUNS/mt-st/best" "$RUNS/pt-mt-st/best" "$RUNS/mt-random/best"
 stage results         $M results --runs "$RUNS" --out "$RUNS/results"
+if [ -n "$FAILED" ]; then
+  echo "run_all.sh: these stages FAILED:$FAILED (logs in $RUNS/logs)" >&2
+  exit 1
+fi
 say "all stages done: the table is $RUNS/results/table.md"
 cat "$RUNS/results/table.md" 2>/dev/null || true

@@ -87,6 +87,20 @@ def test_failing_stage_stops_and_names_its_log(world, tmp_path):
     assert log.is_file() and not (tmp_path / "runs" / ".done" / "baseline").exists()
 
 
+def test_keep_going_runs_the_stages_after_a_failure_then_names_them(world, tmp_path):
+    runs = tmp_path / "runs"
+    (runs / ".done").mkdir(parents=True)
+    for stage in STAGES:
+        if stage not in ("baseline", "mt-round-robin"):
+            (runs / ".done" / stage).touch()
+    proc = run_all("--profile", "full", "--data-dir", world[1], "--weights", tmp_path / "no-weights",
+                   "--runs", runs, "--keep-going")
+    assert proc.returncode == 1
+    assert "stage 'baseline' FAILED" in proc.stderr and "stage 'mt-round-robin' FAILED" in proc.stderr
+    assert f"these stages FAILED: baseline mt-round-robin (logs in {runs}/logs)" in proc.stderr
+    assert "all stages done" not in proc.stdout
+
+
 def test_missing_data_is_named(world, tmp_path):
     (tmp_path / "data").mkdir()
     proc = run_all("--data-dir", tmp_path / "data", "--weights", world[0], "--runs", tmp_path / "runs")

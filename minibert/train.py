@@ -156,11 +156,11 @@ def parse_task_order(text):
 # ---- the plan of an epoch: which task trains on which examples at each step -----------------
 
 
-def epoch_plan(args, train, epoch, joint=()) -> list:
+def epoch_plan(args, train, epoch) -> list:
     """The steps of one epoch, each a list of (task, example indices): one pair per step,
     or one per task for pcgrad. Depends only on (seed, epoch): resumable and the same on
-    every process. `joint`: the tasks whose pairs the model reads joined (their batches are
-    bucketed by joined length)."""
+    every process. Pair batches are bucketed by their longer sentence, the cross-encoder's
+    too: bucketing those by joined length scored lower in the one run tried (results/study.md)."""
     g = torch.Generator().manual_seed(args.seed * 100_003 + epoch)
     bs = args.batch_size
     if args.stage == "multitask" and args.schedule == "pcgrad":
@@ -169,8 +169,7 @@ def epoch_plan(args, train, epoch, joint=()) -> list:
         per_task = {}
         for task, ds in train.items():
             drawn = torch.randint(len(ds), (n,), generator=g).tolist()  # with replacement
-            lengths = ds.padded_lengths(task in joint)
-            batches = bucketed_batches([lengths[i] for i in drawn], bs, generator=g)
+            batches = bucketed_batches([ds.lengths[i] for i in drawn], bs, generator=g)
             per_task[task] = [[drawn[j] for j in b] for b in batches]
         return [[(t, per_task[t][k]) for t in train] for k in range(math.ceil(n / bs))]
         # END SOLUTION
@@ -181,7 +180,7 @@ def epoch_plan(args, train, epoch, joint=()) -> list:
         keep = torch.rand(len(order), generator=g) < torch.tensor([args.task_probs[t] for t in order])
         order = [t for t, k in zip(order, keep.tolist()) if k]
         # END SOLUTION
-    return [[(t, b)] for t in order for b in train[t].batches(bs, shuffle=True, generator=g, joint=t in joint)]
+    return [[(t, b)] for t in order for b in train[t].batches(bs, shuffle=True, generator=g)]
 
 
 def my_share(plan, rank, world):
@@ -327,8 +326,7 @@ def run(args) -> MultitaskBERT:
     optimizer = AdamW(groups, lr=args.lr, weight_decay=args.weight_decay, foreach=True)
     # with BERT frozen, STS (no parameters of its own) has nothing to train
     trainable = {t: ds for t, ds in train.items() if not frozen or model.head_parameters(t)}
-    joint = {t for t in trainable if model.joint_input(t)}
-    plans = [my_share(epoch_plan(args, trainable, e, joint), rank, world) for e in range(args.epochs)]
+    plans = [my_share(epoch_plan(args, trainable, e), rank, world) for e in range(args.epochs)]
     total = sum(map(len, plans))
     scheduler = make_scheduler(optimizer, args.lr_schedule, int(args.warmup * total), total)
 

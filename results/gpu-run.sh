@@ -3,7 +3,8 @@
 # Usage there: bash results/gpu-run.sh SECONDS [PROFILE]
 #   1. the AdamW step benchmark (issue 4), once per machine;
 #   2. run_all.sh's best pipeline first (mt-cross, mt-cross-st), then the siamese one
-#      (mt-round-robin, mt-st), then every other stage in run_all.sh's order (issues 6, 8).
+#      (mt-round-robin, mt-st), then every other stage in run_all.sh's order (issues 6, 8);
+#      --keep-going, so a failed check does not stop the training stages after it.
 # Everything stops after SECONDS, so the logs still reach $OUT; a second call on the same
 # warm machine goes on where this one stopped (run_all.sh skips completed stages).
 set -u
@@ -21,13 +22,14 @@ if [ ! -f "$RUNS/.done/bench-optim" ]; then
 fi
 for s in mt-cross mt-cross-st mt-round-robin mt-st ""; do
   [ "$(left)" -gt 5 ] || break
-  timeout "$(left)" bash run_all.sh --profile "$PROFILE" ${s:+--only $s} > "$OUT/run_all-${s:-rest}.log" 2>&1
+  timeout "$(left)" bash run_all.sh --profile "$PROFILE" ${s:+--only $s} --keep-going > "$OUT/run_all-${s:-rest}.log" 2>&1
   echo "run_all ${s:-rest}: rc=$? at ${SECONDS} s"
   grep -E '^-- .*: ok in|FAILED' "$OUT/run_all-${s:-rest}.log"
 done
-cp -r "$RUNS/logs" "$OUT/logs" 2>/dev/null
-[ -d "$RUNS/results" ] && cp -r "$RUNS/results" "$OUT/results"
-for d in "$RUNS"/*/; do n=$(basename "$d")
-  for f in summary.json metrics.jsonl; do [ -f "$d$f" ] && mkdir -p "$OUT/runs/$n" && cp "$d$f" "$OUT/runs/$n/"; done
+# one archive: the device tool returns only a few files from $OUT
+tar czf "$OUT/runs.tgz" --exclude='*.safetensors' --exclude='checkpoints' --exclude='step-*' \
+  --exclude='best' --exclude='model' "$RUNS" 2>/dev/null
+for f in "$RUNS"/*/summary.json; do  # and the dev figures in the reply, in case it is cut short
+  python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(sys.argv[1], d.get('dev'), d.get('wall_time_s'))" "$f"
 done
 ls "$RUNS/.done"
