@@ -337,6 +337,37 @@ def test_schedule_fills_a_tensor_lr_in_place():
 # ---------------------------------------------------------------------------------------
 # CUDA graphs (runs only where there is a GPU).
 
+def test_capture_path_and_host_mirror_rebuild_on_cpu(monkeypatch):
+    """The code a CUDA-graph capture runs, on any machine: steps 3-9 take the capture's path
+    (bias corrections from the device step counters, the host mirror marked stale). A real
+    capture runs that Python once and its replays none, so the mirror is left at 4 while the
+    counters reach 10; the eager steps after must rebuild it from the counters. Bit for bit
+    the same as an optimizer computing on the device on exactly those steps."""
+    import minibert.optim as optim
+    gen = torch.Generator().manual_seed(0)
+    shapes_ = [(64, 32), (32,), (7, 3)]
+    init = [torch.randn(s, generator=gen) for s in shapes_]
+    grads = [[torch.randn(s, generator=gen) for s in shapes_] for _ in range(12)]
+    hp = dict(lr=1e-2, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1, amsgrad=True, foreach=True)
+    graphed, eager = ([t.clone().requires_grad_() for t in init] for _ in range(2))
+    graphed_opt, eager_opt = AdamW(graphed, **hp), AdamW(eager, **hp)
+    capturing = {"now": False}
+    monkeypatch.setattr(optim, "_is_capturing", lambda device: capturing["now"])
+    for i in range(12):
+        for p, q, g in zip(graphed, eager, grads[i]):
+            p.grad, q.grad = g.clone(), g.clone()
+        capturing["now"] = 3 <= i < 10
+        graphed_opt.step()
+        capturing["now"] = False
+        if i == 9:  # what one capture (at step 3) and six replays leave in the host mirror
+            graphed_opt._host_steps = {p: 4 for p in graphed}
+        eager_opt.scalars_on_device = 3 <= i < 10
+        eager_opt.step()
+    for a, b in zip(graphed, eager):
+        assert torch.equal(a, b)
+    assert graphed_opt._host_steps == {p: 12 for p in graphed}
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_fused_step_replays_in_a_cuda_graph():
     gen = torch.Generator().manual_seed(0)
