@@ -4,7 +4,7 @@
 #   bash run_all.sh [--profile quick|full] [--force] [--only STAGE] [--keep-going]
 #                   [--data-dir DIR] [--weights DIR] [--runs DIR] [--setup-only]
 #
-# Profiles: quick (the default without CUDA: every stage on subsets, about 12 minutes on
+# Profiles: quick (the default without CUDA: every stage on subsets, about 13 minutes on
 # 2 CPU cores) and full (the default with CUDA: the whole table on one GPU).
 # Each stage writes its outputs under runs/ and a marker runs/.done/STAGE when complete;
 # a re-run skips completed stages (--force runs them again). The first failing stage stops
