@@ -89,8 +89,11 @@ def test_joint_pair_batches_equal_the_reference_pair_encoding(data, tok, tmp_pat
         assert batch["input_ids"][row, :n].tolist() == want.ids
         assert batch["token_type_ids"][row, :n].tolist() == want.type_ids
         assert batch["input_ids"][row, n:].eq(tok.pad_id).all() and batch["token_type_ids"][row, n:].eq(0).all()
+    sst = load_datasets(data, tok, splits=("train",))["train"]["sst"]
     with pytest.raises(ValueError, match="pairs"):
-        load_datasets(data, tok, splits=("train",))["train"]["sst"].collate([0], joint=True)
+        sst.collate([0], joint=True)
+    with pytest.raises(ValueError, match="pairs"):
+        sst.batches(4, joint=True)
 
 
 def test_each_distinct_sentence_tokenized_once(data, tok):

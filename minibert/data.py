@@ -186,7 +186,9 @@ class TaskDataset:
         dtype = torch.long if FORMATS[task][3] == "class" else torch.float
         self.labels = torch.tensor([e.label for e in examples], dtype=dtype) if self.labelled else None
         # a pair batch is as long as its longest sentence, so bucket pairs by the longer one;
-        # joined into one sequence (collate(joint=True)), by the length of the two together
+        # joined into one sequence (collate(joint=True)), as long as the two together.
+        # (Evaluation buckets joined pairs by joint_lengths; training keeps `lengths`, see
+        # train.epoch_plan.)
         self.lengths = [max(len(s[i]) for s in self.ids) for i in range(len(self))]
         self.joint_lengths = ([len(join_pair(a, b)[0]) for a, b in zip(*self.ids)]
                               if self.n_sentences == 2 else None)
@@ -196,6 +198,8 @@ class TaskDataset:
 
     def padded_lengths(self, joint=False) -> list:
         """Each example's length in a batch, as collate(idx, joint) lays it out."""
+        if joint and self.joint_lengths is None:
+            raise ValueError(f"{self.task}: joint=True needs sentence pairs")
         return self.joint_lengths if joint else self.lengths
 
     def batches(self, batch_size, shuffle=False, generator=None, joint=False) -> list:
@@ -227,7 +231,7 @@ class TaskDataset:
         out.ids = [[s[i] for i in keep] for s in self.ids]
         out.labels = self.labels[keep] if self.labelled else None
         out.lengths = [self.lengths[i] for i in keep]
-        out.joint_lengths = [self.joint_lengths[i] for i in keep] if self.joint_lengths else self.joint_lengths
+        out.joint_lengths = None if self.joint_lengths is None else [self.joint_lengths[i] for i in keep]
         return out
 
 
