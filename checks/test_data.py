@@ -117,11 +117,12 @@ def test_batches_cover_everything_once_with_little_padding(data, tok, joint):
     batches = ds.batches(4, shuffle=True, generator=torch.Generator().manual_seed(0), joint=joint)
     assert sorted(i for b in batches for i in b) == list(range(len(ds)))
     # the lengths it buckets by are the collated ones: real tokens per row of collate(idx, joint)
+    lengths = ds.padded_lengths(joint)
     for b in batches:
         real = ds.collate(b, joint=joint)["attention_mask"].sum(1).tolist()  # (B,) or (2B,): s1 rows, then s2
         padded = real if joint else [max(a, c) for a, c in zip(real[:len(b)], real[len(b):])]
-        assert [ds.padded_lengths(joint)[i] for i in b] == padded
-    assert real_token_fraction(batches, ds.padded_lengths(joint)) > 0.8
+        assert [lengths[i] for i in b] == padded
+    assert real_token_fraction(batches, lengths) > 0.8
 
 
 def test_real_files(data_path):

@@ -185,22 +185,21 @@ class TaskDataset:
         self.labelled = bool(examples) and examples[0].label is not None
         dtype = torch.long if FORMATS[task][3] == "class" else torch.float
         self.labels = torch.tensor([e.label for e in examples], dtype=dtype) if self.labelled else None
-        # a pair batch is as long as its longest sentence, so bucket pairs by the longer one;
-        # joined into one sequence (collate(joint=True)), as long as the two together.
-        # (Evaluation buckets joined pairs by joint_lengths; training keeps `lengths`, see
-        # train.epoch_plan.)
+        # a pair batch is as long as its longest sentence, so bucket pairs by the longer one
         self.lengths = [max(len(s[i]) for s in self.ids) for i in range(len(self))]
-        self.joint_lengths = ([len(join_pair(a, b)[0]) for a, b in zip(*self.ids)]
-                              if self.n_sentences == 2 else None)
 
     def __len__(self):
         return len(self.example_ids)
 
     def padded_lengths(self, joint=False) -> list:
-        """Each example's length in a batch, as collate(idx, joint) lays it out."""
-        if joint and self.joint_lengths is None:
+        """Each example's length in a batch, as collate(idx, joint) lays it out: joined pairs
+        are as long as the two together. (Evaluation buckets joined pairs by that; training
+        keeps `lengths`, see train.epoch_plan.)"""
+        if not joint:
+            return self.lengths
+        if self.n_sentences != 2:
             raise ValueError(f"{self.task}: joint=True needs sentence pairs")
-        return self.joint_lengths if joint else self.lengths
+        return [len(join_pair(a, b)[0]) for a, b in zip(*self.ids)]
 
     def batches(self, batch_size, shuffle=False, generator=None, joint=False) -> list:
         """Index batches of examples of similar length (little padding) for collate(idx, joint)."""
@@ -231,7 +230,6 @@ class TaskDataset:
         out.ids = [[s[i] for i in keep] for s in self.ids]
         out.labels = self.labels[keep] if self.labelled else None
         out.lengths = [self.lengths[i] for i in keep]
-        out.joint_lengths = None if self.joint_lengths is None else [self.joint_lengths[i] for i in keep]
         return out
 
 

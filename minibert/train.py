@@ -311,7 +311,7 @@ def run(args) -> MultitaskBERT:
                          f"{model.para_input} paraphrase head")
     if model.joint_input("para"):  # a joined pair must fit the encoder's positions
         pairs = [d["para"] for d in data.values() if "para" in d]
-        longest = max((n for ds in pairs for n in ds.joint_lengths), default=0)
+        longest = max((n for ds in pairs for n in ds.padded_lengths(joint=True)), default=0)
         if longest > model.bert.config.max_position_embeddings:
             raise SystemExit(f"--para-input cross: the longest joined question pair has {longest} tokens, "
                              f"more than the model's {model.bert.config.max_position_embeddings} positions: "

@@ -7,7 +7,7 @@
 #      --keep-going, so a failed check does not stop the training stages after it.
 # Everything stops after SECONDS, so the logs still reach $OUT; a second call on the same
 # warm machine goes on where this one stopped (run_all.sh skips completed stages).
-set -u
+set -u -o pipefail  # pipefail: a failed benchmark is not marked done by tee's success
 export PYTHONUNBUFFERED=1 MINIBERT_DATA=${MINIBERT_DATA:-gpu/data}
 export MINIBERT_WEIGHTS=${MINIBERT_WEIGHTS:-gpu/weights/all-MiniLM-L6-v2}
 BUDGET=${1:?seconds}; PROFILE=${2:-full}; OUT=${OUT:-/tmp/out}; RUNS=runs; DEV=cuda
