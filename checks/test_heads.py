@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
+from minibert.batching import join_pair, pad_batch
 from minibert.config import BertConfig
 from minibert.heads import MultitaskBERT, mean_pool
 from minibert.model import BertModel
@@ -81,7 +82,7 @@ def test_cross_paraphrase_reads_each_pair_as_one_sequence(cross):
             types = torch.cat([torch.zeros_like(a), torch.ones_like(b)])[None]
             h = cross.bert(ids, torch.ones_like(ids), types)["last_hidden_state"]  # (1, T, C)
             torch.testing.assert_close(got[i], cross.para_joint(h.mean(1))[0, 0], atol=1e-5, rtol=1e-5)
-        # the loss reads the same joined batch as data.py's collate(joint=True) makes it
+        # the training loss, on the joined batch, is eq. 5 of these logits
         y = torch.tensor([1.0, 0.0, 1.0])
         joined = dict(zip(("input_ids", "attention_mask", "token_type_ids"), cross.join_pair(ids1, m1, ids2, m2)))
         torch.testing.assert_close(cross.loss("para", {**joined, "labels": y}),
@@ -90,6 +91,24 @@ def test_cross_paraphrase_reads_each_pair_as_one_sequence(cross):
     assert {id(p) for p in cross.head_parameters("para")} == {id(p) for p in cross.para_joint.parameters()}
     with pytest.raises(ValueError, match="para_input"):
         MultitaskBERT(cross.bert, para_input="crossed")
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.integers(2, 8), st.integers(2, 8)), min_size=1, max_size=5), st.integers(0, 2**16))
+def test_join_pair_on_tensors_equals_data_pipeline(lengths, seed):
+    """MultitaskBERT.join_pair (padded tensors, no host sync) lays pairs out exactly as
+    data.py's joined batches do (batching.join_pair on id lists, then pad_batch), up to
+    its extra, masked padding on the right."""
+    ids1, m1 = random_batch(len(lengths), [a for a, _ in lengths], seed)
+    ids2, m2 = random_batch(len(lengths), [b for _, b in lengths], seed + 1)
+    got = MultitaskBERT.join_pair(ids1, m1, ids2, m2)
+    rows = [join_pair(a[:n].tolist(), b[:k].tolist()) for a, n, b, k in zip(ids1, m1.sum(1), ids2, m2.sum(1))]
+    expected = pad_batch([ids for ids, _ in rows], [types for _, types in rows])
+    T = expected["input_ids"].shape[1]
+    assert got[0].shape == (len(lengths), ids1.shape[1] + ids2.shape[1] - 1)
+    for name, tensor in zip(("input_ids", "attention_mask", "token_type_ids"), got):
+        assert torch.equal(tensor[:, :T], expected[name]), name
+        assert not tensor[:, T:].any(), name  # the extra width is all padding
 
 
 def test_sentiment_uses_alpha_weighted_cls_and_mean(model):

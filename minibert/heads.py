@@ -32,7 +32,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from minibert.batching import join_pair, pad_batch
 from minibert.checkpoint import WeightsError, read_safetensors, write_json, write_safetensors
 from minibert.model import BertModel
 
@@ -123,11 +122,21 @@ class MultitaskBERT(nn.Module):
     @staticmethod
     def join_pair(ids1, mask1, ids2, mask2):
         """Two right-padded (B, T1), (B, T2) batches of [CLS] s [SEP] rows -> the cross-encoder's
-        (B, T) input_ids, attention_mask, token_type_ids of [CLS] s1 [SEP] s2 [SEP] rows."""
-        rows = [join_pair(a[m.bool()].tolist(), b[n.bool()].tolist())
-                for a, m, b, n in zip(ids1, mask1, ids2, mask2)]
-        batch = pad_batch([ids for ids, _ in rows], [types for _, types in rows])
-        return tuple(batch[k].to(ids1.device) for k in ("input_ids", "attention_mask", "token_type_ids"))
+        input_ids, attention_mask, token_type_ids of [CLS] s1 [SEP] s2 [SEP] rows, (B, T1+T2-1).
+
+        batching.join_pair does this for one pair of id lists (data.py's joined batches); here
+        it is done on the tensors where they are, with no host sync, so the width is the
+        longest a joined row can be rather than the longest one is (extra padding is masked).
+        """
+        B, T1 = ids1.shape
+        n1, n2 = mask1.sum(1, keepdim=True), mask2.sum(1, keepdim=True)  # (B, 1) real lengths
+        pos = torch.arange(T1 + ids2.shape[1] - 1, device=ids1.device).expand(B, -1)  # (B, T)
+        first = pos < n1  # (B, T): [CLS] s1 [SEP]
+        second = ~first & (pos < n1 + n2 - 1)  # s2 [SEP]: s2's row from position 1 (no [CLS])
+        from1 = ids1.gather(1, pos.clamp(max=T1 - 1))  # (B, T)
+        from2 = ids2.gather(1, (pos - n1 + 1).clamp(0, ids2.shape[1] - 1))  # (B, T)
+        input_ids = torch.where(first, from1, torch.where(second, from2, torch.zeros_like(from2)))
+        return input_ids, (first | second).to(mask1.dtype), second.long()
 
     # ---- the three tasks: forward from a batch of data.py --------------------------------
 
