@@ -36,7 +36,7 @@ from minibert.evaluate import majority_baseline, predict_dataset, score, write_p
 from minibert.model import BertModel
 from minibert.optim import AdamW
 from minibert.paths import data_dir, weights_dir
-from minibert.runtime import MetricsLog, autocast, device_name, pick_device, seed_everything
+from minibert.runtime import HelpFormatter, MetricsLog, autocast, device_name, pick_device, seed_everything
 from minibert.tokenizer import WordPieceTokenizer
 
 OPTIONS = {"pretrain": 1e-3, "finetune": 2e-5}  # option -> default learning rate
@@ -102,7 +102,7 @@ class PooledFeatures(nn.Module):
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m minibert sentiment", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--dataset", choices=sorted(NUM_CLASSES), default="sst")
     p.add_argument("--option", choices=sorted(OPTIONS), default="pretrain",
                    help="pretrain: BERT frozen, train the linear layer; finetune: train everything")

@@ -46,7 +46,7 @@ from minibert.masking import mask_tokens
 from minibert.mlm import BertForMLM
 from minibert.optim import AdamW
 from minibert.paths import data_dir, weights_dir
-from minibert.runtime import MetricsLog, autocast, device_name, pick_device, seed_everything
+from minibert.runtime import HelpFormatter, MetricsLog, autocast, device_name, pick_device, seed_everything
 from minibert.schedule import make_scheduler
 from minibert.tokenizer import WordPieceTokenizer
 
@@ -169,7 +169,7 @@ def set_encoder_trainable(model: BertForMLM, trainable: bool) -> None:
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m minibert pretrain", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--weights", default=None, help="HF-format BERT folder to start from (default all-MiniLM-L6-v2)")
     p.add_argument("--data-dir", default=None, help="folder of the task CSVs (default ./data)")
     p.add_argument("--out", default="runs/pretrain", help="run folder")

@@ -3,9 +3,10 @@
 Every training stage (pretrain.py, train.py, classifier.py) uses these, so the conventions
 are the same everywhere: bf16 autocast on CUDA only (CPUs are slow at bf16 and fp32 is the
 bitwise-reproducible reference), one seed that fixes every generator, metrics appended as
-one JSON object per line.
+one JSON object per line, and the same --help layout.
 """
 
+import argparse
 import contextlib
 import json
 import os
@@ -16,6 +17,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows each option's default, unless its help text already says it (a default
+    that depends on other options or the machine), there is none, or the option is a switch
+    (--no-amp's default True would read as 'no amp by default')."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.nargs == 0 or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def pick_device(name: str = None) -> torch.device:

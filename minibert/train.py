@@ -59,7 +59,7 @@ from minibert.heads import MultitaskBERT, load_model, vocab_path
 from minibert.optim import AdamW
 from minibert.paths import data_dir, weights_dir
 from minibert.pcgrad import all_reduce_mean, flatten, pc_backward, set_grads
-from minibert.runtime import MetricsLog, autocast, device_name, pick_device, seed_everything
+from minibert.runtime import HelpFormatter, MetricsLog, autocast, device_name, pick_device, seed_everything
 from minibert.schedule import make_scheduler
 from minibert.tokenizer import WordPieceTokenizer
 
@@ -75,7 +75,7 @@ QUICK = dict(limit=500, epochs=2, batch_size=16, head_lr=3e-3, pcgrad_samples=30
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m minibert train", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--stage", choices=STAGES, default="multitask")
     p.add_argument("--schedule", choices=SCHEDULES, default="round-robin",
                    help="multitask schedule (the frozen-encoder stages train all heads in one loop)")
@@ -84,7 +84,7 @@ def parse_args(argv):
     p.add_argument("--out", required=True, help="the run folder, e.g. runs/multitask-rr")
     p.add_argument("--name", help="the run's name in the results table (default: the folder name)")
     p.add_argument("--data-dir", help="the CS224N CSVs (default: ./data)")
-    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=5, help="passes over the training data")
     p.add_argument("--lr", type=float, default=5e-5, help="the encoder's learning rate (the frozen "
                    "stages use --head-lr only)")
     p.add_argument("--head-lr", type=float, default=1e-3,
