@@ -122,15 +122,17 @@ class MultitaskBERT(nn.Module):
     @staticmethod
     def join_pair(ids1, mask1, ids2, mask2):
         """Two right-padded (B, T1), (B, T2) batches of [CLS] s [SEP] rows -> the cross-encoder's
-        input_ids, attention_mask, token_type_ids of [CLS] s1 [SEP] s2 [SEP] rows, (B, T1+T2-1).
+        (B, T) input_ids, attention_mask, token_type_ids of [CLS] s1 [SEP] s2 [SEP] rows.
 
         batching.join_pair does this for one pair of id lists (data.py's joined batches); here
-        it is done on the tensors where they are, with no host sync, so the width is the
-        longest a joined row can be rather than the longest one is (extra padding is masked).
+        it is done on the tensors where they are, with one host sync (T, the longest joined
+        row: padding to T1 + T2 - 1 instead could pass the encoder's positions even where
+        every real row fits).
         """
         B, T1 = ids1.shape
         n1, n2 = mask1.sum(1, keepdim=True), mask2.sum(1, keepdim=True)  # (B, 1) real lengths
-        pos = torch.arange(T1 + ids2.shape[1] - 1, device=ids1.device).expand(B, -1)  # (B, T)
+        T = int((n1 + n2 - 1).max())  # s2 drops its [CLS]
+        pos = torch.arange(T, device=ids1.device).expand(B, -1)  # (B, T)
         first = pos < n1  # (B, T): [CLS] s1 [SEP]
         second = ~first & (pos < n1 + n2 - 1)  # s2 [SEP]: s2's row from position 1 (no [CLS])
         from1 = ids1.gather(1, pos.clamp(max=T1 - 1))  # (B, T)
