@@ -1,5 +1,7 @@
 """The task heads (minibert/heads.py, paper section 4.2), against torch's own functions."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 from minibert.batching import join_pair, pad_batch
 from minibert.config import BertConfig
-from minibert.heads import MultitaskBERT, mean_pool
+from minibert.heads import MultitaskBERT, cosent_loss, mean_pool
 from minibert.model import BertModel
 from minibert.checkpoint import WeightsError
 
@@ -134,6 +136,29 @@ def test_losses_are_the_papers(model):
         c = torch.tensor([0, 4, 2, 1])
         sb = {"input_ids": ids1, "attention_mask": m1, "labels": c}
         torch.testing.assert_close(model.loss("sst", sb), F.nll_loss(model.predict_sentiment(ids1, m1).log_softmax(-1), c))
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.floats(-1, 1), st.sampled_from([0.0, 0.4, 2.5, 5.0])), min_size=1, max_size=12))
+def test_cosent_loss_is_its_definition(rows):
+    """log(1 + sum over label[i] > label[j] of exp(20 (cos[j] - cos[i]))), summed pair by pair
+    in float64 Python (ties in the labels are drawn often: they must add nothing)."""
+    cos, labels = (torch.tensor(c, dtype=torch.float32) for c in zip(*rows))
+    terms = [math.exp(20 * (float(cj) - float(ci))) for ci, yi in zip(cos, labels)
+             for cj, yj in zip(cos, labels) if yi > yj]
+    torch.testing.assert_close(cosent_loss(cos, labels), torch.tensor(math.log1p(sum(terms))))
+
+
+def test_cosent_sts_loss_ranks_the_scaled_cosines(model):
+    ids1, m1 = random_batch(4, [4, 7, 2, 5], 5)
+    ids2, m2 = random_batch(4, [6, 3, 5, 1], 6)
+    ids, mask = MultitaskBERT.stack_pair(ids1, m1, ids2, m2)
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0.0, 2.5, 5.0, 1.0])}
+    with torch.no_grad():
+        cos = model.predict_similarity(ids1, m1, ids2, m2) / 5
+        torch.testing.assert_close(model.loss("sts", batch, sts_loss="cosent"), cosent_loss(cos, batch["labels"]))
+    with pytest.raises(ValueError, match="sts_loss"):
+        model.loss("sts", batch, sts_loss="mae")
 
 
 def test_frozen_encoder_gets_no_gradient_and_no_dropout(model):

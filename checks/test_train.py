@@ -217,6 +217,26 @@ def test_bad_input(world, rr_run, tmp_path):
         train.parse_args(["--out", "x", "--task-probs", "para=2"])
 
 
+def test_one_task_alone(world, tmp_path):
+    """--tasks sts: only STS is loaded, trained, evaluated and predicted (here with CoSENT)."""
+    out = run(world, tmp_path / "sts", "--tasks", "sts", "--sts-loss", "cosent")
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["dev"]) == {"sts_r", "overall"} and summary["dev"]["overall"] == summary["dev"]["sts_r"]
+    assert sorted(f.name for f in (out / "predictions").iterdir()) == ["sts-dev-output.csv", "sts-test-output.csv"]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {t for r in rows for t in r["train_loss"]} == {"sts"}
+    tok = WordPieceTokenizer.from_vocab(world[0] / "vocab.txt")
+    sts = load_datasets(world[1], tok, tasks=["sts"], splits=("train",))["train"]["sts"]
+    batch = sts.collate(list(range(len(sts))))
+    with torch.no_grad():
+        before, after = (m.eval().loss("sts", batch, sts_loss="cosent").item()
+                         for m in (initial_model(world), load_model(out / "best")))
+    assert after < before
+    for bad in ("sts,sts", "nli", ""):
+        with pytest.raises(SystemExit, match="--tasks"):
+            train.parse_args(["--out", "x", "--tasks", bad])
+
+
 def test_quick_defaults_yield_to_explicit_options():
     quick = train.parse_args(["--out", "x", "--quick"])
     assert all(getattr(quick, k) == v for k, v in train.QUICK.items())

@@ -44,6 +44,24 @@ def mean_pool(h, attention_mask):
     # END SOLUTION
 
 
+STS_LOSSES = ("mse", "cosent")
+
+
+def cosent_loss(cos, labels, scale=20.0):
+    """CoSENT (Su 2022, beyond the paper): a ranking loss on cosines, (B,) and (B,) -> 0-dim.
+
+        L = log(1 + sum over pairs (i, j) with labels[i] > labels[j] of exp(scale * (cos[j] - cos[i])))
+
+    MSE asks each cosine to equal label / 5; STS is scored by correlation, which only needs
+    the more similar pair to get the larger cosine. CoSENT penalises exactly the pairs of the
+    batch that are ranked the wrong way round (softly: scale sets how sharply)."""
+    diff = scale * (cos[None, :] - cos[:, None])  # (B, B): scale * (cos[j] - cos[i]) at [i, j]
+    wrong_way = labels[:, None] > labels[None, :]  # (B, B): the pairs with labels[i] > labels[j]
+    diff = diff.float().masked_fill(~wrong_way, float("-inf"))
+    zero = diff.new_zeros(1)  # the "1 +" inside the log: exp(0)
+    return torch.logsumexp(torch.cat([zero, diff.flatten()]), dim=0)
+
+
 class MultitaskBERT(nn.Module):
     HPARAMS = ("dropout", "alpha1", "alpha2", "sst_hidden", "num_labels", "para_input")
     PARA_INPUTS = ("siamese", "cross")
@@ -173,8 +191,9 @@ class MultitaskBERT(nn.Module):
         return 5.0 * cos
         # END SOLUTION
 
-    def loss(self, task, batch):
-        """The task's training loss on a batch of data.py (a 0-dim tensor)."""
+    def loss(self, task, batch, sts_loss="mse"):
+        """The task's training loss on a batch of data.py (a 0-dim tensor); `sts_loss`: the
+        paper's "mse" or "cosent" (see cosent_loss)."""
         ids, mask, y = batch["input_ids"], batch["attention_mask"], batch["labels"]
         if task == "sst":
             return F.cross_entropy(self.sentiment_logits(ids, mask), y)
@@ -184,7 +203,12 @@ class MultitaskBERT(nn.Module):
             logit = self.paraphrase_logit(ids, mask, batch.get("token_type_ids"))
             return F.binary_cross_entropy_with_logits(logit, y)
         if task == "sts":
-            return F.mse_loss(self.similarity_score(ids, mask), y)  # eq. 3
+            if sts_loss not in STS_LOSSES:
+                raise ValueError(f"sts_loss must be one of {STS_LOSSES}, got {sts_loss!r}")
+            score = self.similarity_score(ids, mask)  # (B,) in [-5, 5]
+            if sts_loss == "mse":
+                return F.mse_loss(score, y)  # eq. 3
+            return cosent_loss(score / 5.0, y)
         raise ValueError(f"unknown task {task!r}: expected sst, para or sts")
 
     def predict(self, task, batch):

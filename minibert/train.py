@@ -55,7 +55,7 @@ from minibert.batching import bucketed_batches
 from minibert.checkpoint import latest_checkpoint, load_training_state, save_training_state, write_json
 from minibert.data import TASKS, load_datasets
 from minibert.evaluate import METRICS, evaluate, majority_baseline, write_split_predictions
-from minibert.heads import MultitaskBERT, load_model, vocab_path
+from minibert.heads import STS_LOSSES, MultitaskBERT, load_model, vocab_path
 from minibert.optim import AdamW
 from minibert.paths import data_dir, weights_dir
 from minibert.pcgrad import all_reduce_mean, flatten, pc_backward, set_grads
@@ -102,6 +102,10 @@ def parse_args(argv):
     p.add_argument("--para-input", choices=MultitaskBERT.PARA_INPUTS, help="paraphrase head: siamese "
                    "(the paper's, each sentence encoded alone) or cross (one [CLS] s1 [SEP] s2 [SEP] "
                    "sequence, beyond the paper; default: siamese, or the --weights checkpoint's)")
+    p.add_argument("--tasks", default="para,sst,sts", help="the tasks to train and evaluate, e.g. sts "
+                   "for the similarity task alone")
+    p.add_argument("--sts-loss", choices=STS_LOSSES, default="mse", help="STS training loss: the paper's "
+                   "mse of 5 cos against the label (eq. 3), or cosent, a ranking loss (beyond the paper)")
     p.add_argument("--task-order", default="para,sst,sts", help="round-robin order of the tasks")
     p.add_argument("--task-probs", default="para=1/3,sts=9/10,sst=1/2",
                    help="random schedule: probability of training each task in an epoch")
@@ -127,6 +131,7 @@ def parse_args(argv):
     args = p.parse_args(argv)
     args.task_probs = parse_task_probs(args.task_probs)
     args.task_order = parse_task_order(args.task_order)
+    args.tasks = parse_tasks(args.tasks)
     return args
 
 
@@ -144,6 +149,13 @@ def parse_task_probs(text) -> dict:
         if task.strip() not in TASKS or not 0 <= probs[task.strip()] <= 1:
             raise SystemExit(f"--task-probs: {item!r}: expected a task of {TASKS} and 0 <= p <= 1")
     return probs
+
+
+def parse_tasks(text):
+    tasks = text if isinstance(text, list) else [t.strip() for t in text.split(",")]
+    if not tasks or len(set(tasks)) != len(tasks) or not set(tasks) <= set(TASKS):
+        raise SystemExit(f"--tasks {text!r}: expected one or more of {', '.join(TASKS)}, each at most once")
+    return [t for t in TASKS if t in tasks]
 
 
 def parse_task_order(text):
@@ -208,7 +220,7 @@ def train_step(model, step_tasks, train, device, args, shared, heads, step) -> d
         batch = train[task].collate(idx, joint=model.joint_input(task))
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with autocast(device, args.amp):
-            losses[task] = model.loss(task, batch)
+            losses[task] = model.loss(task, batch, sts_loss=args.sts_loss)
         if len(step_tasks) == 1:
             losses[task].backward()
     if len(step_tasks) == 1:
@@ -279,7 +291,7 @@ def load_config(args):
         return args
     config = json.loads(saved.read_text())
     config.update({k: getattr(args, k) for k in RUNTIME_ARGS})
-    return argparse.Namespace(**config)
+    return argparse.Namespace(**{**vars(args), **config})  # options newer than the run: defaults
 
 
 def main(argv=None) -> int:
@@ -300,8 +312,8 @@ def run(args) -> MultitaskBERT:
     seed_everything(args.seed)  # the same initial heads in every process
     weights = weights_dir(args.weights)
     tok = WordPieceTokenizer.from_vocab(vocab_path(weights))
-    data = load_datasets(data_dir(args.data_dir), tok, limit=args.limit, max_length=args.max_length,
-                         seed=args.seed)
+    data = load_datasets(data_dir(args.data_dir), tok, tasks=args.tasks, limit=args.limit,
+                         max_length=args.max_length, seed=args.seed)
     train, dev = data["train"], data["dev"]
 
     model = load_model(weights, dropout=args.dropout, alpha1=args.alpha1, alpha2=args.alpha2,
