@@ -288,6 +288,21 @@ def test_results_name_runs_below_the_majority_class():
     assert "The 1 of 2 runs that record a majority-class floor beat it" in report.markdown([run, sentiment])
 
 
+def test_results_table_of_a_one_task_run():
+    """A run of STS alone: its method says so, it shows no overall mean (the paper's is over
+    three tasks), and its floor, a part of the full runs' floor, adds no second floor row."""
+    full = {"name": "rr", "stage": "multitask", "schedule": "round-robin",
+            "dev": {"sst_acc": 0.45, "para_acc": 0.80, "sts_r": 0.87, "overall": 0.707},
+            "majority": {"sst_acc": 0.25, "para_acc": 0.63, "sts_r": 0.0, "overall": 0.293}}
+    alone = {"name": "sts", "stage": "multitask", "schedule": "round-robin",
+             "config": {"tasks": ["sts"], "sts_loss": "cosent"},
+             "dev": {"sts_r": 0.86, "overall": 0.86}, "majority": {"sts_r": 0.0, "overall": 0.0}}
+    md = report.table([full, alone])
+    assert "| sts | multitask (round-robin, sts only, STS loss cosent) | - | - | 0.860 | - |" in md
+    assert md.count("| majority class |") == 1 and "| 0.630 | 0.250 | 0.000 | 0.293 |" in md
+    assert report.table([alone]).count("| majority class |") == 1  # alone, its own floor
+
+
 # ---- two processes, gloo, CPU -----------------------------------------------------------
 
 
