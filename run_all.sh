@@ -5,7 +5,8 @@
 #                   [--data-dir DIR] [--weights DIR] [--runs DIR] [--setup-only]
 #
 # Profiles: quick (the default without CUDA: every stage on subsets, about 13 minutes on
-# 2 CPU cores) and full (the default with CUDA: the whole table on one GPU).
+# 2 CPU cores) and full (the default with CUDA: the whole table on one GPU, plus two more
+# seeds of the best pipeline and their ensemble).
 # Each stage writes its outputs under runs/ and a marker runs/.done/STAGE when complete;
 # a re-run skips completed stages (--force runs them again). The first failing stage stops
 # the run with the stage's name and the path of its log (--keep-going: runs the stages after
@@ -133,6 +134,16 @@ stage mt-cross        $TRAIN --stage multitask --schedule round-robin --para-inp
                         --name "mt round-robin, cross PD" --out "$RUNS/mt-cross"
 stage mt-cross-st     $TRAIN --stage single-task --epochs $ST_EPOCHS --weights "$RUNS/mt-cross/best" \
                         --name "mt cross + single-task" --out "$RUNS/mt-cross-st"
+if [ "$PROFILE" = full ]; then  # two more seeds of the best pipeline, and their ensemble (too long for quick)
+  for seed in 1 2; do
+    stage mt-cross-seed$seed    $TRAIN --stage multitask --schedule round-robin --para-input cross --epochs $MT_EPOCHS \
+                                  --seed $seed --name "mt round-robin, cross PD, seed $seed" --out "$RUNS/mt-cross-seed$seed"
+    stage mt-cross-seed$seed-st $TRAIN --stage single-task --epochs $ST_EPOCHS --weights "$RUNS/mt-cross-seed$seed/best" \
+                                  --seed $seed --name "mt cross + single-task, seed $seed" --out "$RUNS/mt-cross-seed$seed-st"
+  done
+  stage ensemble-seeds  $M ensemble --data-dir "$DATA_DIR" --out "$RUNS/ensemble-seeds" \
+                          --checkpoints "$RUNS/mt-cross-st/best" "$RUNS/mt-cross-seed1-st/best" "$RUNS/mt-cross-seed2-st/best"
+fi
 stage ensemble        $M ensemble --data-dir "$DATA_DIR" $LIMIT --out "$RUNS/ensemble" \
                         --checkpoints "$RUNS/mt-cross-st/best" "$RUNS/mt-st/best" "$RUNS/pt-mt-st/best" "$RUNS/mt-random/best"
 stage results         $M results --runs "$RUNS" --out "$RUNS/results"

@@ -33,12 +33,17 @@ def world(tmp_path_factory):
     return make_world(tmp_path_factory.mktemp("world"))
 
 
-def run(world, out, *extra):
+def trained_model(world, out, *extra):
+    """Train into `out`; returns the model as training left it (best/ holds the best on dev)."""
     weights, data = world
     argv = ["--data-dir", str(data), "--out", str(out), *FAST, *extra]
     if "--weights" not in extra:
         argv += ["--weights", str(weights)]
-    assert train.main(argv) == 0
+    return train.run(train.parse_args(argv)).cpu()
+
+
+def run(world, out, *extra):
+    trained_model(world, out, *extra)
     return out
 
 
@@ -80,14 +85,33 @@ def test_round_robin_and_single_task(world, rr_run, tmp_path):
     before = train_losses(initial_model(world), world, tasks)
     mt = train_losses(load_model(rr_run / "best"), world, tasks)
     assert all(mt[t] < before[t] for t in tasks), (before, mt)
-    # single-task: the encoder is frozen, the heads go on from the multitask checkpoint
-    st = run(world, tmp_path / "st", "--stage", "single-task", "--weights", str(rr_run / "best"))
-    a, b = load_model(rr_run / "best"), load_model(st / "best")
-    for (name, p), q in zip(a.bert.named_parameters(), b.bert.parameters()):
-        assert torch.equal(p, q), name
+    # single-task: the encoder is frozen, the heads go on from the multitask checkpoint (the
+    # model as training left it: best/ may keep an incoming head, see the next check)
+    b = trained_model(world, tmp_path / "st", "--stage", "single-task", "--weights", str(rr_run / "best"))
+    a = load_model(rr_run / "best")
+    for m in (b, load_model(tmp_path / "st" / "best")):
+        for (name, p), q in zip(a.bert.named_parameters(), m.bert.parameters()):
+            assert torch.equal(p, q), name
     assert not torch.equal(a.sst_out.weight, b.sst_out.weight)
     st_losses = train_losses(b, world, ("sst", "para"))
     assert st_losses["sst"] < mt["sst"] and st_losses["para"] < mt["para"]
+
+
+def test_single_task_stage_never_ends_below_the_heads_it_was_given(world, rr_run, tmp_path):
+    """The incoming heads are scored first (epoch -1) and compete with the stage's epochs: a
+    head lr of 30 wrecks every trained head, so best/ must keep the incoming ones."""
+    st = run(world, tmp_path / "st", "--stage", "single-task", "--weights", str(rr_run / "best"),
+             "--head-lr", "30", "--epochs", "1")
+    rows = [json.loads(line) for line in (st / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [-1, 0]
+    start, trained = rows[0]["dev"], rows[1]["dev"]
+    summary = json.loads((st / "summary.json").read_text())
+    a, b = load_model(rr_run / "best"), load_model(st / "best")
+    for task, key in (("sst", "sst_acc"), ("para", "para_acc")):
+        assert summary["dev"][key] == max(start[key], trained[key]), key
+        kept = [torch.equal(p, q) for p, q in zip(a.head_parameters(task), b.head_parameters(task))]
+        assert all(kept) == (start[key] >= trained[key]), key
+    assert start["sst_acc"] > trained["sst_acc"]  # the wrecking did happen
 
 
 def test_cross_paraphrase_head_trains_and_carries_through_stages(world, tmp_path, capsys):
@@ -98,9 +122,9 @@ def test_cross_paraphrase_head_trains_and_carries_through_stages(world, tmp_path
     before = load_model(world[0], dropout=0.1, para_input="cross")
     assert train_losses(model, world, ["para"])["para"] < train_losses(before, world, ["para"])["para"]
     # the single-task stage and the predict command read the joined pairs too
-    st = run(world, tmp_path / "st", "--stage", "single-task", "--weights", str(mt / "best"))
-    assert load_model(st / "best").para_input == "cross"
-    assert not torch.equal(load_model(st / "best").para_joint.weight, model.para_joint.weight)
+    st_model = trained_model(world, tmp_path / "st", "--stage", "single-task", "--weights", str(mt / "best"))
+    assert load_model(tmp_path / "st" / "best").para_input == "cross"
+    assert not torch.equal(st_model.para_joint.weight, model.para_joint.weight)
     out = tmp_path / "para.csv"
     assert evaluate.predict_main(["--checkpoint", str(mt / "best"), "--task", "para",
                                   "--input", str(world[1] / "quora-dev.csv"), "--output", str(out)]) == 0

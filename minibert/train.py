@@ -55,7 +55,7 @@ from minibert.batching import bucketed_batches
 from minibert.checkpoint import latest_checkpoint, load_training_state, save_training_state, write_json
 from minibert.data import TASKS, load_datasets
 from minibert.evaluate import METRICS, evaluate, majority_baseline, write_split_predictions
-from minibert.heads import STS_LOSSES, MultitaskBERT, load_model, vocab_path
+from minibert.heads import STS_LOSSES, MultitaskBERT, is_checkpoint, load_model, vocab_path
 from minibert.optim import AdamW
 from minibert.paths import data_dir, weights_dir
 from minibert.pcgrad import all_reduce_mean, flatten, pc_backward, set_grads
@@ -356,7 +356,7 @@ def run(args) -> MultitaskBERT:
             shutil.rmtree(out / "best", ignore_errors=True)
         write_json(vars(args), out / "config.json")
         # lines of epochs after the checkpoint are redone: drop them
-        kept = [r for r in metrics_log.read() if r["epoch"] < state["epoch"]]
+        kept = [r for r in metrics_log.read() if r["epoch"] < state["epoch"]] if found is not None else []
         metrics_log.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
         print(f"{args.stage} ({args.schedule}) on {device_name(device)}, {world} process(es); "
               f"train sizes {', '.join(f'{t} {len(d)}' for t, d in train.items())}; "
@@ -373,21 +373,29 @@ def run(args) -> MultitaskBERT:
             save_training_state(ckpt_dir, state["step"], model, optimizer, scheduler, extra=extra)
 
     def end_of_epoch(epoch, train_time, n_sent, loss_sum, count):
+        """Evaluate on dev, keep best/, log the epoch; epoch -1: the model before training."""
         if rank == 0:
             metrics, _ = evaluate(model, dev, device, args.eval_batch_size)
             improved = best.update(model, metrics, vocab)
             metrics_log.write(run=name, stage=args.stage, schedule=args.schedule, epoch=epoch,
                               step=state["step"], dev=metrics, overall=metrics.get("overall"),
-                              train_loss={t: (loss_sum[t] / count[t]).item() for t in TASKS if count[t]},
-                              train_time=round(train_time, 3), sent_per_s=round(world * n_sent / train_time, 1),
+                              train_loss={t: (loss_sum[t] / count[t]).item() for t in TASKS if count.get(t)},
+                              train_time=round(train_time, 3),
+                              sent_per_s=round(world * n_sent / train_time, 1) if train_time else 0.0,
                               improved=improved)
-            print(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+            print((f"epoch {epoch + 1}: " if epoch >= 0 else "before training: ")
+                  + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
                   + (f" (best: {', '.join(improved)})" if improved else ""))
-        checkpoint(epoch + 1, 0, {}, {})
+        if epoch >= 0:
+            checkpoint(epoch + 1, 0, {}, {})
         if world > 1:
             dist.barrier()
 
     t_start = time.time()
+    if frozen and found is None and is_checkpoint(weights):
+        # The single-task stage starts from trained heads. They compete with its epochs, so
+        # best/ never holds a head that scores lower on dev than the one the stage was given.
+        end_of_epoch(-1, 0.0, 0, {}, {})
     model.train()
     stopped = False
     for epoch in range(state["epoch"], args.epochs):
