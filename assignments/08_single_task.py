@@ -1,7 +1,8 @@
 """Step 8: single-task fine-tuning after multitask training (MT-BERT paper section 4.3).
 
 What it teaches: freezing the multitask encoder again and training each head alone on its own
-task, keeping each head's best epoch (the heads share no parameter, so this is exact).
+task, keeping each head's best epoch (the heads share no parameter, so this is exact). The
+heads it starts from are scored first and compete too, so no head ends worse on dev than it began.
 Where: minibert/train.py (--stage single-task; BestTracker keeps a head per task).
 Graded by: the step06 checks (the same training code; `pytest checks/ -m step06`).
 Runs `python -m minibert train --stage single-task --weights runs/multitask-pcgrad/best`

@@ -256,6 +256,8 @@ def test_one_task_alone(world, tmp_path):
         before, after = (m.eval().loss("sts", batch, sts_loss="cosent").item()
                          for m in (initial_model(world), load_model(out / "best")))
     assert after < before
+    with pytest.raises(SystemExit, match="nothing to train"):
+        run(world, tmp_path / "frozen-sts", "--stage", "baseline", "--tasks", "sts")
     for bad in ("sts,sts", "nli", ""):
         with pytest.raises(SystemExit, match="--tasks"):
             train.parse_args(["--out", "x", "--tasks", bad])

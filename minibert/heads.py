@@ -55,9 +55,10 @@ def cosent_loss(cos, labels, scale=20.0):
     MSE asks each cosine to equal label / 5; STS is scored by correlation, which only needs
     the more similar pair to get the larger cosine. CoSENT penalises exactly the pairs of the
     batch that are ranked the wrong way round (softly: scale sets how sharply)."""
+    cos = cos.float()  # exp(20 x) needs float32 even under bf16 autocast
     diff = scale * (cos[None, :] - cos[:, None])  # (B, B): scale * (cos[j] - cos[i]) at [i, j]
     wrong_way = labels[:, None] > labels[None, :]  # (B, B): the pairs with labels[i] > labels[j]
-    diff = diff.float().masked_fill(~wrong_way, float("-inf"))
+    diff = diff.masked_fill(~wrong_way, float("-inf"))
     zero = diff.new_zeros(1)  # the "1 +" inside the log: exp(0)
     return torch.logsumexp(torch.cat([zero, diff.flatten()]), dim=0)
 

@@ -236,7 +236,8 @@ def train_step(model, step_tasks, train, device, args, shared, heads, step) -> d
 
 class BestTracker:
     """Keeps best/ up to date. Multitask: the whole model of the best overall dev score.
-    Frozen encoder: for each task, the head of its best epoch (the heads are independent)."""
+    Frozen encoder: for each task, the head of its best epoch (the heads are independent);
+    heads from a checkpoint count as epoch -1, scored before training."""
 
     def __init__(self, folder, per_task, scores=None):
         self.folder, self.per_task = Path(folder), per_task
@@ -338,6 +339,9 @@ def run(args) -> MultitaskBERT:
     optimizer = AdamW(groups, lr=args.lr, weight_decay=args.weight_decay, foreach=True)
     # with BERT frozen, STS (no parameters of its own) has nothing to train
     trainable = {t: ds for t, ds in train.items() if not frozen or model.head_parameters(t)}
+    if not trainable:
+        raise SystemExit(f"--stage {args.stage} --tasks {','.join(args.tasks)}: nothing to train (with the "
+                         "encoder frozen, STS has no parameters of its own)")
     plans = [my_share(epoch_plan(args, trainable, e), rank, world) for e in range(args.epochs)]
     total = sum(map(len, plans))
     scheduler = make_scheduler(optimizer, args.lr_schedule, int(args.warmup * total), total)
