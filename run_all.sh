@@ -130,17 +130,16 @@ stage mt-st           $TRAIN --stage single-task --epochs $ST_EPOCHS --weights "
 stage pt-mt-st        $TRAIN --stage single-task --epochs $ST_EPOCHS --weights "$RUNS/pt-mt/best" \
                         --name "pretrain + mt + single-task" --out "$RUNS/pt-mt-st"
 # beyond the paper: the paraphrase head as a cross-encoder (minibert/heads.py), the best pipeline
-stage mt-cross        $TRAIN --stage multitask --schedule round-robin --para-input cross --epochs $MT_EPOCHS \
-                        --name "mt round-robin, cross PD" --out "$RUNS/mt-cross"
-stage mt-cross-st     $TRAIN --stage single-task --epochs $ST_EPOCHS --weights "$RUNS/mt-cross/best" \
-                        --name "mt cross + single-task" --out "$RUNS/mt-cross-st"
+cross_pipeline() {  # cross_pipeline NAME SEED LABEL: its multitask stage NAME, then NAME-st
+  stage "$1"    $TRAIN --stage multitask --schedule round-robin --para-input cross --epochs $MT_EPOCHS \
+                  --seed "$2" --name "mt round-robin, cross PD$3" --out "$RUNS/$1"
+  stage "$1-st" $TRAIN --stage single-task --epochs $ST_EPOCHS --weights "$RUNS/$1/best" \
+                  --seed "$2" --name "mt cross + single-task$3" --out "$RUNS/$1-st"
+}
+cross_pipeline mt-cross 0 ""
 if [ "$PROFILE" = full ]; then  # two more seeds of the best pipeline, and their ensemble (too long for quick)
-  for seed in 1 2; do
-    stage mt-cross-seed$seed    $TRAIN --stage multitask --schedule round-robin --para-input cross --epochs $MT_EPOCHS \
-                                  --seed $seed --name "mt round-robin, cross PD, seed $seed" --out "$RUNS/mt-cross-seed$seed"
-    stage mt-cross-seed$seed-st $TRAIN --stage single-task --epochs $ST_EPOCHS --weights "$RUNS/mt-cross-seed$seed/best" \
-                                  --seed $seed --name "mt cross + single-task, seed $seed" --out "$RUNS/mt-cross-seed$seed-st"
-  done
+  cross_pipeline mt-cross-seed1 1 ", seed 1"
+  cross_pipeline mt-cross-seed2 2 ", seed 2"
   stage ensemble-seeds  $M ensemble --data-dir "$DATA_DIR" --out "$RUNS/ensemble-seeds" \
                           --checkpoints "$RUNS/mt-cross-st/best" "$RUNS/mt-cross-seed1-st/best" "$RUNS/mt-cross-seed2-st/best"
 fi

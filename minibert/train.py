@@ -151,15 +151,20 @@ def parse_task_probs(text) -> dict:
     return probs
 
 
+def task_list(text) -> list:
+    """"para,sst" -> ["para", "sst"]; a list (a resumed run's config) as it is."""
+    return text if isinstance(text, list) else [t.strip() for t in text.split(",")]
+
+
 def parse_tasks(text):
-    tasks = text if isinstance(text, list) else [t.strip() for t in text.split(",")]
+    tasks = task_list(text)
     if not tasks or len(set(tasks)) != len(tasks) or not set(tasks) <= set(TASKS):
         raise SystemExit(f"--tasks {text!r}: expected one or more of {', '.join(TASKS)}, each at most once")
     return [t for t in TASKS if t in tasks]
 
 
 def parse_task_order(text):
-    order = text if isinstance(text, list) else [t.strip() for t in text.split(",")]
+    order = task_list(text)
     if sorted(order) != sorted(TASKS):
         raise SystemExit(f"--task-order {text!r}: expected each of {', '.join(TASKS)} once")
     return order
