@@ -41,14 +41,14 @@ def test_mean_pool_ignores_padding(lengths, seed):
 
 @pytest.fixture(scope="module")
 def cross(model):
-    """The same encoder with the cross-encoder paraphrase head (para_input="cross")."""
+    """The same encoder with cross-encoder paraphrase and STS heads."""
     torch.manual_seed(1)
-    return MultitaskBERT(model.bert, dropout=0.1, para_input="cross").eval()
+    return MultitaskBERT(model.bert, dropout=0.1, para_input="cross", sts_input="cross").eval()
 
 
-@pytest.mark.parametrize("para_input", ["siamese", "cross"])
-def test_pair_predictions_do_not_depend_on_padding_or_batching(model, cross, para_input):
-    model = {"siamese": model, "cross": cross}[para_input]
+@pytest.mark.parametrize("pair_input", ["siamese", "cross"])
+def test_pair_predictions_do_not_depend_on_padding_or_batching(model, cross, pair_input):
+    model = {"siamese": model, "cross": cross}[pair_input]
     ids1, m1 = random_batch(3, [4, 7, 2], 0)
     ids2, m2 = random_batch(3, [6, 3, 5], 1)
     with torch.no_grad():
@@ -71,28 +71,36 @@ def test_similarity_is_five_times_torch_cosine(model):
     assert got.abs().max() <= 5
 
 
-def test_cross_paraphrase_reads_each_pair_as_one_sequence(cross):
-    """[CLS] s1 [SEP] s2 [SEP], token type 1 on s2 [SEP], mean-pooled, one linear layer:
-    computed here pair by pair without padding, against the batched, padded head."""
+def test_cross_heads_read_each_pair_as_one_sequence(cross):
+    """[CLS] s1 [SEP] s2 [SEP], token type 1 on s2 [SEP], mean-pooled, one linear layer (STS:
+    5 sigmoid of it): computed here pair by pair without padding, against the batched heads."""
     ids1, m1 = random_batch(3, [4, 7, 2], 9)
     ids2, m2 = random_batch(3, [6, 3, 5], 10)
     with torch.no_grad():
         got = cross.predict_paraphrase(ids1, m1, ids2, m2)
+        got_sts = cross.predict_similarity(ids1, m1, ids2, m2)
         for i in range(3):
             a, b = ids1[i, :m1[i].sum()], ids2[i, 1:m2[i].sum()]  # s2 loses its [CLS]
             ids = torch.cat([a, b])[None]  # (1, T)
             types = torch.cat([torch.zeros_like(a), torch.ones_like(b)])[None]
             h = cross.bert(ids, torch.ones_like(ids), types)["last_hidden_state"]  # (1, T, C)
             torch.testing.assert_close(got[i], cross.para_joint(h.mean(1))[0, 0], atol=1e-5, rtol=1e-5)
-        # the training loss, on the joined batch, is eq. 5 of these logits
+            torch.testing.assert_close(got_sts[i], 5 * torch.sigmoid(cross.sts_joint(h.mean(1))[0, 0]),
+                                       atol=1e-5, rtol=1e-5)
+        # the training losses, on the joined batch: eq. 5 of these logits, MSE of these scores
         y = torch.tensor([1.0, 0.0, 1.0])
         joined = dict(zip(("input_ids", "attention_mask", "token_type_ids"), cross.join_pair(ids1, m1, ids2, m2)))
         torch.testing.assert_close(cross.loss("para", {**joined, "labels": y}),
                                    F.binary_cross_entropy_with_logits(got, y))
-    assert cross.joint_input("para") and not cross.joint_input("sts") and not cross.joint_input("sst")
+        torch.testing.assert_close(cross.loss("sts", {**joined, "labels": 4 * y}), F.mse_loss(got_sts, 4 * y))
+    assert cross.joint_input("para") and cross.joint_input("sts") and not cross.joint_input("sst")
     assert {id(p) for p in cross.head_parameters("para")} == {id(p) for p in cross.para_joint.parameters()}
-    with pytest.raises(ValueError, match="para_input"):
-        MultitaskBERT(cross.bert, para_input="crossed")
+    assert {id(p) for p in cross.head_parameters("sts")} == {id(p) for p in cross.sts_joint.parameters()}
+    para_only = MultitaskBERT(cross.bert, para_input="cross")
+    assert para_only.joint_input("para") and not para_only.joint_input("sts") and not para_only.head_parameters("sts")
+    for name in ("para_input", "sts_input"):
+        with pytest.raises(ValueError, match=name):
+            MultitaskBERT(cross.bert, **{name: "crossed"})
 
 
 @settings(max_examples=30, deadline=None)
@@ -181,13 +189,15 @@ def test_save_load_round_trip(model, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded.predict_sentiment(ids, mask), model.predict_sentiment(ids, mask), rtol=0, atol=0)
     assert loaded.hparams == model.hparams
-    cross = MultitaskBERT(model.bert, para_input="cross").eval()
+    cross = MultitaskBERT(model.bert, para_input="cross", sts_input="cross").eval()
     cross.save(tmp_path / "cross")
     loaded = MultitaskBERT.load(tmp_path / "cross")
     ids2, mask2 = random_batch(3, [1, 6, 3], 11)
     with torch.no_grad():
         torch.testing.assert_close(loaded.predict_paraphrase(ids, mask, ids2, mask2),
                                    cross.predict_paraphrase(ids, mask, ids2, mask2), rtol=0, atol=0)
-    assert loaded.para_input == "cross"
+        torch.testing.assert_close(loaded.predict_similarity(ids, mask, ids2, mask2),
+                                   cross.predict_similarity(ids, mask, ids2, mask2), rtol=0, atol=0)
+    assert (loaded.para_input, loaded.sts_input) == ("cross", "cross")
     with pytest.raises(WeightsError, match="not a MultitaskBERT checkpoint"):
         MultitaskBERT.load(tmp_path)

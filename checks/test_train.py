@@ -133,7 +133,7 @@ def test_cross_paraphrase_head_trains_and_carries_through_stages(world, tmp_path
     md = (tmp_path / "results" / "table.md").read_text()
     assert "| mt | multitask (round-robin, cross-encoder PD head) |" in md
     assert "| st | single-task (cross-encoder PD head) |" in md
-    with pytest.raises(SystemExit, match="has a cross paraphrase head"):
+    with pytest.raises(SystemExit, match="has a cross para head"):
         run(world, tmp_path / "x", "--stage", "single-task", "--weights", str(mt / "best"), "--para-input", "siamese")
     long_data = tmp_path / "long"
     shutil.copytree(world[1], long_data)
@@ -263,6 +263,38 @@ def test_one_task_alone(world, tmp_path):
     for bad in ("sts,sts", "nli", ""):
         with pytest.raises(SystemExit, match="--tasks"):
             train.parse_args(["--out", "x", "--tasks", bad])
+
+
+def test_a_cross_sts_specialist_joins_an_ensemble_for_sts_only(world, rr_run, tmp_path):
+    """--tasks sts --sts-input cross: a checkpoint trained for STS alone (heads.json says so),
+    whose frozen single-task stage has an STS head to train, and which an ensemble averages in
+    for STS only: its untrained SST and paraphrase heads get no vote."""
+    spec = run(world, tmp_path / "spec", "--tasks", "sts", "--sts-input", "cross")
+    model = load_model(spec / "best")
+    assert (model.tasks, model.sts_input) == (["sts"], "cross")
+    assert load_model(rr_run / "best").tasks == ["sst", "para", "sts"]
+    seed_everything(0)  # the run's initial heads
+    before = load_model(world[0], dropout=0.1, sts_input="cross")
+    assert train_losses(model, world, ["sts"])["sts"] < train_losses(before, world, ["sts"])["sts"]
+    st_model = trained_model(world, tmp_path / "st", "--stage", "single-task", "--tasks", "sts",
+                             "--weights", str(spec / "best"))
+    assert not torch.equal(st_model.sts_joint.weight, model.sts_joint.weight)
+    with pytest.raises(SystemExit, match="trained for sts only, not sst"):
+        evaluate.predict_main(["--checkpoint", str(spec / "best"), "--task", "sst",
+                               "--input", str(world[1] / "ids-sst-dev.csv"), "--output", str(tmp_path / "x.csv")])
+    ens = tmp_path / "ens"
+    assert evaluate.ensemble_main(["--checkpoints", str(rr_run / "best"), str(spec / "best"),
+                                   "--data-dir", str(world[1]), "--out", str(ens)]) == 0
+    assert json.loads((ens / "summary.json").read_text())["members"] == {"sst": 1, "para": 1, "sts": 2}
+    for f in ("sst-dev-output.csv", "para-test-output.csv"):  # the full model's alone
+        assert (ens / "predictions" / f).read_text() == (rr_run / "predictions" / f).read_text()
+    for f in ("sts-dev-output.csv", "sts-test-output.csv"):  # the mean of both (files keep 4 decimals)
+        got, a, b = (read_rows(d / "predictions" / f)[1:] for d in (ens, rr_run, spec))
+        assert [r[0] for r in got] == [r[0] for r in a] == [r[0] for r in b]
+        assert [float(r[1]) for r in got] == pytest.approx([(float(x[1]) + float(y[1])) / 2 for x, y in zip(a, b)],
+                                                           abs=1.01e-4)
+    assert report.main(["--runs", str(tmp_path), "--out", str(tmp_path / "results")]) == 0
+    assert "| spec | multitask (round-robin, cross-encoder STS head, sts only) |" in (tmp_path / "results" / "table.md").read_text()
 
 
 def test_quick_defaults_yield_to_explicit_options():

@@ -159,6 +159,8 @@ def predict_main(argv=None) -> int:
     args = p.parse_args(argv)
     device = pick_device(args.device)
     model = load_model(args.checkpoint).to(device)
+    if args.task not in model.tasks:  # its head for the task never trained: its outputs mean nothing
+        raise SystemExit(f"{args.checkpoint} was trained for {', '.join(model.tasks)} only, not {args.task}")
     tok = WordPieceTokenizer.from_vocab(vocab_path(args.checkpoint))
     ds = _read_any(args.input, args.task, tok, args.max_length)
     out = predict_dataset(model, ds, device, args.batch_size)
@@ -180,7 +182,9 @@ def _read_any(path, task, tok, max_length):
 
 def ensemble_main(argv=None) -> int:
     """Average the outputs of several checkpoints (SST probabilities, paraphrase
-    probabilities, STS scores), evaluate on dev and write dev and test prediction files."""
+    probabilities, STS scores), each task over the checkpoints trained for it (a `train
+    --tasks sts` specialist votes on STS only); evaluate on dev and write dev and test
+    prediction files."""
     p = argparse.ArgumentParser(prog="python -m minibert ensemble", description=ensemble_main.__doc__)
     p.add_argument("--checkpoints", nargs="+", required=True, help="MultitaskBERT folders")
     p.add_argument("--out", required=True, help="folder for summary.json and predictions/")
@@ -194,19 +198,21 @@ def ensemble_main(argv=None) -> int:
 
     device = pick_device(args.device)
     t0 = time.perf_counter()
-    sums, data = {}, {}
+    sums, counts, data = {}, {}, {}
     for ckpt in args.checkpoints:
         model = load_model(ckpt).to(device)
         tok = WordPieceTokenizer.from_vocab(vocab_path(ckpt))
         # tokenize per checkpoint: ensembled models may have different vocabularies
-        data = load_datasets(data_dir(args.data_dir), tok, splits=("dev", "test"), limit=args.limit,
-                             max_length=args.max_length)
-        for split, sets in data.items():
-            for task, ds in sets.items():
-                out = predict_dataset(model, ds, device, args.batch_size)
-                sums[split, task] = sums.get((split, task), 0) + out
+        sets = load_datasets(data_dir(args.data_dir), tok, tasks=model.tasks, splits=("dev", "test"),
+                             limit=args.limit, max_length=args.max_length)
+        for split in sets:
+            for task, ds in sets[split].items():
+                sums[split, task] = sums.get((split, task), 0) + predict_dataset(model, ds, device, args.batch_size)
+                counts[split, task] = counts.get((split, task), 0) + 1
+                data.setdefault(split, {})[task] = ds  # ids and labels: the same in every vocabulary
         del model
-    outputs = {split: {t: sums[split, t] / len(args.checkpoints) for t in sets} for split, sets in data.items()}
+    outputs = {split: {t: sums[split, t] / counts[split, t] for t in TASKS if t in sets}
+               for split, sets in data.items()}
     metrics = metrics_from_outputs(outputs["dev"], data["dev"])
     train = load_datasets(data_dir(args.data_dir), tok, splits=("train",), limit=args.limit,
                           max_length=args.max_length)["train"]  # for the majority-class floor
@@ -214,8 +220,10 @@ def ensemble_main(argv=None) -> int:
     for split in data:
         write_split_predictions(out / "predictions", split, data[split], outputs[split])
     # summary.json in the stages' format, so `python -m minibert results` lists the ensemble
+    members = {t: counts["dev", t] for t in outputs["dev"]}  # checkpoints averaged per task
     write_json({"name": out.name, "stage": "ensemble", "schedule": None, "checkpoints": args.checkpoints,
-                "dev": metrics, "majority": majority_baseline(train, data["dev"]), "device": device_name(device),
+                "members": members, "dev": metrics, "majority": majority_baseline(train, data["dev"]), "device": device_name(device),
                 "torch": torch.__version__, "wall_time_s": time.perf_counter() - t0}, out / "summary.json")
-    print("ensemble of", len(args.checkpoints), "dev:", ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    print(f"ensemble of {len(args.checkpoints)} ({', '.join(f'{t}: {n}' for t, n in members.items())}) dev:",
+          ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return 0

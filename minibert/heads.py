@@ -15,13 +15,15 @@ A variant beyond the paper, para_input="cross" (a cross-encoder, as BERT's own p
 sentence pairs): the paraphrase head reads ONE sequence [CLS] s1 [SEP] s2 [SEP] (token type
 1 on s2), so attention compares the two questions word by word in every layer instead of
 only at the end through two fixed vectors; a linear layer on its mean pool gives the logit.
-STS stays siamese either way: its cosine of the two embeddings is what MiniLM was trained
-for, and it scored better there (results/study.md).
+sts_input="cross" does the same for STS (5 sigmoid(linear) of the joint pool, a score in
+[0, 5]). The paper's siamese cosine is the default there: it is what MiniLM was trained for,
+and it scored better alone; a cross STS model is worth having as an ensemble member, since it
+errs differently (results/study.md).
 
 A checkpoint folder holds the whole model:
     DIR/encoder/        config.json, model.safetensors, vocab.txt (Hugging Face format)
     DIR/heads.safetensors   the heads' parameters
-    DIR/heads.json          the heads' hyperparameters
+    DIR/heads.json          the heads' hyperparameters, and the tasks they were trained for
 """
 
 import json
@@ -33,6 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minibert.checkpoint import WeightsError, read_safetensors, write_json, write_safetensors
+from minibert.data import TASKS
 from minibert.model import BertModel
 
 
@@ -64,20 +67,23 @@ def cosent_loss(cos, labels, scale=20.0):
 
 
 class MultitaskBERT(nn.Module):
-    HPARAMS = ("dropout", "alpha1", "alpha2", "sst_hidden", "num_labels", "para_input")
-    PARA_INPUTS = ("siamese", "cross")
+    PAIR_INPUTS = ("siamese", "cross")  # how a pair task reads its two sentences
 
     def __init__(self, bert: BertModel, dropout=0.1, alpha1=0.5, alpha2=0.5, sst_hidden=None,
-                 num_labels=5, para_input="siamese"):
+                 num_labels=5, para_input="siamese", sts_input="siamese", tasks=TASKS):
         super().__init__()
-        if para_input not in self.PARA_INPUTS:
-            raise ValueError(f"para_input must be one of {self.PARA_INPUTS}, got {para_input!r}")
+        for name, value in (("para_input", para_input), ("sts_input", sts_input)):
+            if value not in self.PAIR_INPUTS:
+                raise ValueError(f"{name} must be one of {self.PAIR_INPUTS}, got {value!r}")
         C = bert.config.hidden_size
         sst_hidden = sst_hidden or C
         self.bert = bert
         self.hparams = dict(dropout=dropout, alpha1=alpha1, alpha2=alpha2, sst_hidden=sst_hidden,
-                            num_labels=num_labels, para_input=para_input)
-        self.alpha1, self.alpha2, self.para_input = alpha1, alpha2, para_input
+                            num_labels=num_labels, para_input=para_input, sts_input=sts_input)
+        self.tasks = []
+        self.add_tasks(tasks)
+        self.alpha1, self.alpha2 = alpha1, alpha2
+        self.para_input, self.sts_input = para_input, sts_input
         # SST: a 2-layer feed-forward network; ReLU, LayerNorm and dropout on the first layer
         self.sst_hidden = nn.Linear(C, sst_hidden)
         self.sst_norm = nn.LayerNorm(sst_hidden)
@@ -88,21 +94,33 @@ class MultitaskBERT(nn.Module):
             self.para_out = nn.Linear(4 * C, 1)
         else:  # cross-encoder: one linear layer on the pooled joint encoding of the pair
             self.para_joint = nn.Linear(C, 1)
+        if sts_input == "cross":  # the paper's STS (eq. 3) has no parameters; a cross-encoder one
+            self.sts_joint = nn.Linear(C, 1)
         self.dropout = nn.Dropout(dropout)
-        # STS has no parameters (eq. 3)
         self.encoder_frozen = False
 
     # ---- which parameters belong to what -------------------------------------------------
 
+    def add_tasks(self, tasks):
+        """Record that the model is trained for `tasks` too (saved in heads.json). An ensemble
+        averages each task over its members trained for it, so a one-task specialist (train
+        --tasks sts) can join one without its untrained heads voting on the other tasks."""
+        unknown = set(tasks) - set(TASKS)
+        if unknown:
+            raise ValueError(f"unknown task {sorted(unknown)[0]!r}: expected some of {TASKS}")
+        self.tasks = [t for t in TASKS if t in self.tasks or t in tasks]
+        self.hparams["tasks"] = self.tasks
+
     def head_parameters(self, task):
-        """The parameters only `task` uses (STS has none)."""
+        """The parameters only `task` uses (the paper's STS has none)."""
         para = [self.para_proj, self.para_out] if self.para_input == "siamese" else [self.para_joint]
-        modules = {"sst": [self.sst_hidden, self.sst_norm, self.sst_out], "para": para, "sts": []}[task]
+        sts = [self.sts_joint] if self.sts_input == "cross" else []
+        modules = {"sst": [self.sst_hidden, self.sst_norm, self.sst_out], "para": para, "sts": sts}[task]
         return [p for m in modules for p in m.parameters()]
 
     def joint_input(self, task) -> bool:
         """Does `task` read its pairs as one joined sequence (data.py's collate(joint=True))?"""
-        return task == "para" and self.para_input == "cross"
+        return {"para": self.para_input, "sts": self.sts_input}.get(task) == "cross"
 
     def freeze_encoder(self, frozen=True):
         """Freeze BERT (baseline and single-task stages): no gradients, and kept in eval mode
@@ -125,6 +143,12 @@ class MultitaskBERT(nn.Module):
         many vectors: keep it out of bf16's 8-bit mantissa); no autograd when frozen."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.encoder_frozen):
             return self.bert(input_ids, attention_mask, token_type_ids)["last_hidden_state"].float()
+
+    def joint_pool(self, input_ids, attention_mask, token_type_ids):
+        """Joined pairs (B, T) -> the mean pool of their joint encoding (B, C), dropped out:
+        what a cross-encoder head's linear layer reads."""
+        h = self.encode(input_ids, attention_mask, token_type_ids)  # (B, T, C): both sentences
+        return self.dropout(mean_pool(h, attention_mask))  # (B, C)
 
     def pair_embeddings(self, input_ids, attention_mask):
         """A stacked pair batch (2B, T) -> the mean-pooled embeddings u, v: (B, C) each."""
@@ -175,8 +199,7 @@ class MultitaskBERT(nn.Module):
         para_input="cross", joined pairs (B, T) and their token types instead."""
         # BEGIN SOLUTION
         if self.para_input == "cross":
-            h = self.encode(input_ids, attention_mask, token_type_ids)  # (B, T, C): both sentences
-            return self.para_joint(self.dropout(mean_pool(h, attention_mask))).squeeze(-1)  # (B,)
+            return self.para_joint(self.joint_pool(input_ids, attention_mask, token_type_ids)).squeeze(-1)  # (B,)
         u, v = self.pair_embeddings(input_ids, attention_mask)  # (B, C) each
         u = self.dropout(F.relu(self.para_proj(u)))  # s1' (B, C)
         v = self.dropout(F.relu(self.para_proj(v)))  # s2' (B, C), same layer: siamese
@@ -184,9 +207,13 @@ class MultitaskBERT(nn.Module):
         return self.para_out(features).squeeze(-1)  # (B,); sigmoid gives the probability
         # END SOLUTION
 
-    def similarity_score(self, input_ids, attention_mask, eps=1e-8):
-        """Stacked pairs (2B, T) -> (B,) scaled cosine similarity in [-5, 5] (eq. 3)."""
+    def similarity_score(self, input_ids, attention_mask, token_type_ids=None, eps=1e-8):
+        """Stacked pairs (2B, T) -> (B,) scaled cosine similarity in [-5, 5] (eq. 3); with
+        sts_input="cross", joined pairs (B, T) and their token types -> (B,) scores in [0, 5]."""
         # BEGIN SOLUTION
+        if self.sts_input == "cross":
+            logit = self.sts_joint(self.joint_pool(input_ids, attention_mask, token_type_ids))  # (B, 1)
+            return 5.0 * logit.squeeze(-1).float().sigmoid()  # (B,): the labels' range
         u, v = self.pair_embeddings(input_ids, attention_mask)  # (B, C) each
         cos = (u * v).sum(-1) / (u.norm(dim=-1) * v.norm(dim=-1)).clamp_min(eps)  # (B,)
         return 5.0 * cos
@@ -206,7 +233,7 @@ class MultitaskBERT(nn.Module):
         if task == "sts":
             if sts_loss not in STS_LOSSES:
                 raise ValueError(f"sts_loss must be one of {STS_LOSSES}, got {sts_loss!r}")
-            score = self.similarity_score(ids, mask)  # (B,) in [-5, 5]
+            score = self.similarity_score(ids, mask, batch.get("token_type_ids"))  # (B,) in [-5, 5]
             if sts_loss == "mse":
                 return F.mse_loss(score, y)  # eq. 3
             return cosent_loss(score / 5.0, y)
@@ -220,7 +247,7 @@ class MultitaskBERT(nn.Module):
             return self.sentiment_logits(ids, mask).float().softmax(-1)
         if task == "para":
             return self.paraphrase_logit(ids, mask, batch.get("token_type_ids")).float().sigmoid()
-        return self.similarity_score(ids, mask).float()
+        return self.similarity_score(ids, mask, batch.get("token_type_ids")).float()
 
     # ---- the CS224N starter code's names ---------------------------------------------------
 
@@ -230,13 +257,18 @@ class MultitaskBERT(nn.Module):
 
     def predict_paraphrase(self, input_ids_1, attention_mask_1, input_ids_2, attention_mask_2):
         """Two (B, T) batches -> (B,) logits (the probability is their sigmoid)."""
-        pair = (input_ids_1, attention_mask_1, input_ids_2, attention_mask_2)
-        return self.paraphrase_logit(*(self.join_pair(*pair) if self.joint_input("para") else self.stack_pair(*pair)))
+        return self.paraphrase_logit(*self.pair_input("para", input_ids_1, attention_mask_1,
+                                                      input_ids_2, attention_mask_2))
 
     def predict_similarity(self, input_ids_1, attention_mask_1, input_ids_2, attention_mask_2):
-        """Two (B, T) batches -> (B,) similarity scores in [-5, 5]."""
-        return self.similarity_score(*self.stack_pair(input_ids_1, attention_mask_1,
+        """Two (B, T) batches -> (B,) similarity scores (see similarity_score)."""
+        return self.similarity_score(*self.pair_input("sts", input_ids_1, attention_mask_1,
                                                       input_ids_2, attention_mask_2))
+
+    def pair_input(self, task, *pair):
+        """Two (B, T) batches -> what `task`'s head reads: joined (input_ids, attention_mask,
+        token_type_ids) for a cross-encoder, else stacked (input_ids, attention_mask)."""
+        return self.join_pair(*pair) if self.joint_input(task) else self.stack_pair(*pair)
 
     # ---- save and load -----------------------------------------------------------------
 
@@ -280,7 +312,8 @@ def vocab_path(folder) -> Path:
 
 
 def load_model(folder, **hparams) -> MultitaskBERT:
-    """A checkpoint folder (encoder and heads), or a BERT folder (new heads, `hparams`)."""
+    """A checkpoint folder (encoder and heads), or a BERT folder (new heads, `hparams`, trained
+    for no task yet)."""
     if is_checkpoint(folder):
         return MultitaskBERT.load(folder, **{k: v for k, v in hparams.items() if k == "dropout"})
-    return MultitaskBERT(BertModel.from_pretrained(folder), **hparams)
+    return MultitaskBERT(BertModel.from_pretrained(folder), **{"tasks": (), **hparams})

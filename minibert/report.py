@@ -36,8 +36,8 @@ def is_sentiment(run) -> bool:
 
 def method(run) -> str:
     details = [run["schedule"]] if run.get("schedule") else []
-    if run.get("para_input") == "cross":
-        details.append("cross-encoder PD head")
+    details += [f"cross-encoder {name} head" for name, key in (("PD", "para_input"), ("STS", "sts_input"))
+                if run.get(key) == "cross"]
     config = run.get("config", {})
     if config.get("tasks") and len(config["tasks"]) < 3:
         details.append(" + ".join(config["tasks"]) + " only")

@@ -99,9 +99,12 @@ def parse_args(argv):
     p.add_argument("--dropout", type=float, default=0.1, help="dropout of the heads")
     p.add_argument("--alpha1", type=float, default=0.5, help="weight of e_[CLS] in the SST input (eq. 1)")
     p.add_argument("--alpha2", type=float, default=0.5, help="weight of the mean pool in the SST input")
-    p.add_argument("--para-input", choices=MultitaskBERT.PARA_INPUTS, help="paraphrase head: siamese "
+    p.add_argument("--para-input", choices=MultitaskBERT.PAIR_INPUTS, help="paraphrase head: siamese "
                    "(the paper's, each sentence encoded alone) or cross (one [CLS] s1 [SEP] s2 [SEP] "
                    "sequence, beyond the paper; default: siamese, or the --weights checkpoint's)")
+    p.add_argument("--sts-input", choices=MultitaskBERT.PAIR_INPUTS, help="STS head: siamese (the "
+                   "paper's cosine) or cross (5 sigmoid(linear) of the joined pair, beyond the paper; "
+                   "default: siamese, or the --weights checkpoint's)")
     p.add_argument("--tasks", default="para,sst,sts", help="the tasks to train and evaluate, e.g. sts "
                    "for the similarity task alone")
     p.add_argument("--sts-loss", choices=STS_LOSSES, default="mse", help="STS training loss: the paper's "
@@ -300,6 +303,22 @@ def load_config(args):
     return argparse.Namespace(**{**vars(args), **config})  # options newer than the run: defaults
 
 
+def check_pair_inputs(args, model, weights, data):
+    """--para-input / --sts-input must match a checkpoint's heads, and a joined pair must fit
+    the encoder's positions."""
+    for task in ("para", "sts"):
+        wanted, has = getattr(args, f"{task}_input"), getattr(model, f"{task}_input")
+        if wanted and wanted != has:
+            raise SystemExit(f"--{task}-input {wanted}: the checkpoint {weights} has a {has} {task} head")
+        if model.joint_input(task):
+            pairs = [d[task] for d in data.values() if task in d]
+            longest = max((n for ds in pairs for n in ds.padded_lengths(joint=True)), default=0)
+            if longest > model.bert.config.max_position_embeddings:
+                raise SystemExit(f"--{task}-input cross: the longest joined {task} pair has {longest} tokens, "
+                                 f"more than the model's {model.bert.config.max_position_embeddings} "
+                                 "positions: lower --max-length")
+
+
 def main(argv=None) -> int:
     run(parse_args(sys.argv[1:] if argv is None else argv))
     return 0
@@ -323,17 +342,9 @@ def run(args) -> MultitaskBERT:
     train, dev = data["train"], data["dev"]
 
     model = load_model(weights, dropout=args.dropout, alpha1=args.alpha1, alpha2=args.alpha2,
-                       para_input=args.para_input or "siamese").to(device)
-    if args.para_input and model.para_input != args.para_input:
-        raise SystemExit(f"--para-input {args.para_input}: the checkpoint {weights} has a "
-                         f"{model.para_input} paraphrase head")
-    if model.joint_input("para"):  # a joined pair must fit the encoder's positions
-        pairs = [d["para"] for d in data.values() if "para" in d]
-        longest = max((n for ds in pairs for n in ds.padded_lengths(joint=True)), default=0)
-        if longest > model.bert.config.max_position_embeddings:
-            raise SystemExit(f"--para-input cross: the longest joined question pair has {longest} tokens, "
-                             f"more than the model's {model.bert.config.max_position_embeddings} positions: "
-                             "lower --max-length")
+                       para_input=args.para_input or "siamese", sts_input=args.sts_input or "siamese").to(device)
+    model.add_tasks(args.tasks)  # what an ensemble may take from its checkpoints
+    check_pair_inputs(args, model, weights, data)
     frozen = args.stage != "multitask"
     model.freeze_encoder(frozen)
     if rank:
@@ -342,11 +353,11 @@ def run(args) -> MultitaskBERT:
     heads = [p for t in TASKS for p in model.head_parameters(t)]
     groups = [{"params": heads, "lr": args.head_lr}] + ([{"params": shared, "lr": args.lr}] if shared else [])
     optimizer = AdamW(groups, lr=args.lr, weight_decay=args.weight_decay, foreach=True)
-    # with BERT frozen, STS (no parameters of its own) has nothing to train
+    # with BERT frozen, a task whose head has no parameters (the paper's STS) has nothing to train
     trainable = {t: ds for t, ds in train.items() if not frozen or model.head_parameters(t)}
     if not trainable:
         raise SystemExit(f"--stage {args.stage} --tasks {','.join(args.tasks)}: nothing to train (with the "
-                         "encoder frozen, STS has no parameters of its own)")
+                         "encoder frozen, the paper's STS has no parameters of its own)")
     plans = [my_share(epoch_plan(args, trainable, e), rank, world) for e in range(args.epochs)]
     total = sum(map(len, plans))
     scheduler = make_scheduler(optimizer, args.lr_schedule, int(args.warmup * total), total)
@@ -461,7 +472,7 @@ def finish(args, name, out, data, device, elapsed, world):
     write_split_predictions(out / "predictions", "test", data["test"], test_out)
     rows = MetricsLog(out / "metrics.jsonl").read()
     write_json({"name": name, "stage": args.stage, "schedule": args.schedule if args.stage == "multitask" else None,
-                "para_input": model.para_input, "config": vars(args), "dev": dev_metrics,
+                "para_input": model.para_input, "sts_input": model.sts_input, "config": vars(args), "dev": dev_metrics,
                 "majority": majority_baseline(data["train"], data["dev"]),
                 "best_epoch": {k: max((r for r in rows if k in r["dev"]), key=lambda r: r["dev"][k])["epoch"]
                                for k in dev_metrics} if rows else {},
