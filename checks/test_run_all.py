@@ -20,10 +20,10 @@ CHECK_STAGES = ["model-check", "tokenizer-check", "optimizer-check"]
 STAGES = CHECK_STAGES + ["sentiment-sst", "sentiment-cfimdb", "pretrain", "baseline", "mt-round-robin",
                          "mt-random", "mt-pcgrad", "pt-mt", "mt-st", "pt-mt-st", "mt-cross", "mt-cross-st",
                          "mt-cross-seed1", "mt-cross-seed1-st", "mt-cross-seed2", "mt-cross-seed2-st",
-                         "ensemble-seeds", "ensemble", "results"]
+                         "sts-cross", "ensemble-seeds", "ensemble", "results"]
 TABLE_ROWS = ["baseline", "mt-round-robin", "mt-random", "mt-pcgrad", "pretrain + mt round-robin",
               "mt round-robin + single-task", "pretrain + mt + single-task", "mt round-robin, cross PD",
-              "mt cross + single-task", "mt cross + single-task, seed 2", "ensemble-seeds", "ensemble",
+              "mt cross + single-task", "mt cross + single-task, seed 2", "STS cross-encoder on mt-cross", "ensemble-seeds", "ensemble",
               "sentiment-sst", "sentiment-cfimdb", "majority class"]
 
 
@@ -70,8 +70,11 @@ def test_full_profile_runs_every_stage_in_order(full_run):
     assert (config["limit"], config["epochs"], config["quick"]) == (None, 3, False)
     assert json.loads((runs / "mt-st" / "config.json").read_text())["epochs"] == 2
     assert json.loads((runs / "mt-cross-st" / "summary.json").read_text())["para_input"] == "cross"
-    seeds = json.loads((runs / "ensemble-seeds" / "summary.json").read_text())["checkpoints"]
-    assert seeds == [str(runs / f"{r}/best") for r in ("mt-cross-st", "mt-cross-seed1-st", "mt-cross-seed2-st")]
+    seeds = json.loads((runs / "ensemble-seeds" / "summary.json").read_text())
+    assert seeds["checkpoints"] == [str(runs / f"{r}/best") for r in ("mt-cross-st", "mt-cross-seed1-st",
+                                                                       "mt-cross-seed2-st", "sts-cross")]
+    assert seeds["members"] == {"sst": 3, "para": 3, "sts": 4}
+    assert json.loads((runs / "sts-cross" / "config.json").read_text())["weights"] == str(runs / "mt-cross/best/encoder")
     assert json.loads((runs / "mt-cross-seed2-st" / "config.json").read_text())["seed"] == 2
 
 

@@ -2,9 +2,9 @@
 # The device check run on a lent GPU (data in gpu/data, weights as an fp16 copy in gpu/weights).
 # Usage there: bash results/gpu-run.sh SECONDS [PROFILE]
 #   1. the AdamW step benchmark (issue 4), once per machine;
-#   2. run_all.sh's best pipeline first (mt-cross, mt-cross-st, two more seeds of it and their
-#      ensemble), then the siamese one (mt-round-robin, mt-st), then every other stage in
-#      run_all.sh's order (issues 6, 8);
+#   2. run_all.sh's best pipeline first (mt-cross, mt-cross-st, two more seeds of it, an STS
+#      specialist and their ensemble), then the siamese one (mt-round-robin, mt-st), then every
+#      other stage in run_all.sh's order (issues 6, 8);
 #      --keep-going, so a failed check does not stop the training stages after it.
 # Everything stops after SECONDS, so the logs still reach $OUT; a second call on the same
 # warm machine goes on where this one stopped (run_all.sh skips completed stages).
@@ -21,7 +21,7 @@ if [ ! -f "$RUNS/.done/bench-optim" ]; then
   timeout "$(left)" python3 -m minibert bench-optim --device $DEV --steps 50 \
     --json "$OUT/bench-optim.json" 2>&1 | tee "$OUT/bench-optim.txt" && touch "$RUNS/.done/bench-optim"
 fi
-for s in mt-cross mt-cross-st mt-cross-seed1 mt-cross-seed1-st mt-cross-seed2 mt-cross-seed2-st ensemble-seeds \
+for s in mt-cross mt-cross-st mt-cross-seed1 mt-cross-seed1-st mt-cross-seed2 mt-cross-seed2-st sts-cross ensemble-seeds \
          mt-round-robin mt-st ""; do
   [ "$(left)" -gt 5 ] || break
   timeout "$(left)" bash run_all.sh --profile "$PROFILE" ${s:+--only $s} --keep-going > "$OUT/run_all-${s:-rest}.log" 2>&1
