@@ -2,6 +2,8 @@
 
 What it teaches: averaging the models' outputs (SST class probabilities, paraphrase
 probabilities, STS scores) usually beats each model alone, because their errors differ.
+Each task is averaged over the models trained for it: a `train --tasks sts` specialist (try
+`--sts-input cross`) votes on STS only.
 Where: minibert/evaluate.py (ensemble_main, predict_dataset).
 Graded by: the step06 checks (`pytest checks/ -m step06`).
 Runs `python -m minibert ensemble --checkpoints runs/*/best` (every finished training run, or
