@@ -32,14 +32,15 @@ def pcgrad_project(grads, generator=None):
     grads64 = [g.double() for g in grads]  # K x (P,)
     sq_norms = [torch.dot(g, g).clamp_min(1e-300) for g in grads64]  # K x |g_j|^2
     projected = []
-    for i, g in enumerate(grads64):
+    for i in range(len(grads)):
+        g = grads64[i].clone()  # (P,), projected in place: no new model-sized vector per step
         others = [j for j in range(len(grads)) if j != i]
         order = torch.randperm(len(others), generator=generator).tolist()
         for j in (others[k] for k in order):
-            dot = torch.dot(g, grads64[j])
-            # min(dot, 0): subtract the component along g_j only when they conflict.
+            # min(g . g_j, 0): subtract the component along g_j only when they conflict.
             # Written without an `if` so no value has to come back to the host.
-            g = g - dot.clamp(max=0) / sq_norms[j] * grads64[j]
+            coef = torch.dot(g, grads64[j]).clamp(max=0) / sq_norms[j]  # 0-dim
+            g.addcmul_(grads64[j], coef, value=-1)  # g <- g - coef * g_j
         projected.append(g.to(grads[i].dtype))
     return projected
     # END SOLUTION
