@@ -23,8 +23,8 @@ STAGES = CHECK_STAGES + ["sentiment-sst", "sentiment-cfimdb", "pretrain", "basel
                          "sts-cross", "ensemble-seeds", "ensemble", "results"]
 TABLE_ROWS = ["baseline", "mt-round-robin", "mt-random", "mt-pcgrad", "pretrain + mt round-robin",
               "mt round-robin + single-task", "pretrain + mt + single-task", "mt round-robin, cross PD",
-              "mt cross + single-task", "mt cross + single-task, seed 2", "STS cross-encoder on mt-cross", "ensemble-seeds", "ensemble",
-              "sentiment-sst", "sentiment-cfimdb", "majority class"]
+              "mt cross + single-task", "mt cross + single-task, seed 2", "STS cross-encoder on mt-cross",
+              "ensemble-seeds", "ensemble", "sentiment-sst", "sentiment-cfimdb", "majority class"]
 
 
 def run_all(*args):

@@ -211,6 +211,8 @@ def ensemble_main(argv=None) -> int:
                 counts[split, task] = counts.get((split, task), 0) + 1
                 data.setdefault(split, {})[task] = ds  # ids and labels: the same in every vocabulary
         del model
+    if "dev" not in data:
+        raise SystemExit("ensemble: none of the checkpoints was trained for a task (heads.json's tasks)")
     outputs = {split: {t: sums[split, t] / counts[split, t] for t in TASKS if t in sets}
                for split, sets in data.items()}
     metrics = metrics_from_outputs(outputs["dev"], data["dev"])
@@ -222,8 +224,9 @@ def ensemble_main(argv=None) -> int:
     # summary.json in the stages' format, so `python -m minibert results` lists the ensemble
     members = {t: counts["dev", t] for t in outputs["dev"]}  # checkpoints averaged per task
     write_json({"name": out.name, "stage": "ensemble", "schedule": None, "checkpoints": args.checkpoints,
-                "members": members, "dev": metrics, "majority": majority_baseline(train, data["dev"]), "device": device_name(device),
-                "torch": torch.__version__, "wall_time_s": time.perf_counter() - t0}, out / "summary.json")
+                "members": members, "dev": metrics, "majority": majority_baseline(train, data["dev"]),
+                "device": device_name(device), "torch": torch.__version__,
+                "wall_time_s": time.perf_counter() - t0}, out / "summary.json")
     print(f"ensemble of {len(args.checkpoints)} ({', '.join(f'{t}: {n}' for t, n in members.items())}) dev:",
           ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return 0

@@ -233,7 +233,7 @@ class MultitaskBERT(nn.Module):
         if task == "sts":
             if sts_loss not in STS_LOSSES:
                 raise ValueError(f"sts_loss must be one of {STS_LOSSES}, got {sts_loss!r}")
-            score = self.similarity_score(ids, mask, batch.get("token_type_ids"))  # (B,) in [-5, 5]
+            score = self.similarity_score(ids, mask, batch.get("token_type_ids"))  # (B,), on the labels' 0-5 scale
             if sts_loss == "mse":
                 return F.mse_loss(score, y)  # eq. 3
             return cosent_loss(score / 5.0, y)

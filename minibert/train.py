@@ -54,7 +54,7 @@ from tqdm import tqdm
 from minibert.batching import bucketed_batches
 from minibert.checkpoint import latest_checkpoint, load_training_state, save_training_state, write_json
 from minibert.data import TASKS, load_datasets
-from minibert.evaluate import METRICS, evaluate, majority_baseline, write_split_predictions
+from minibert.evaluate import METRICS, evaluate, majority_baseline, metrics_from_outputs, write_split_predictions
 from minibert.heads import STS_LOSSES, MultitaskBERT, is_checkpoint, load_model, vocab_path
 from minibert.optim import AdamW
 from minibert.paths import data_dir, weights_dir
@@ -245,14 +245,17 @@ def train_step(model, step_tasks, train, device, args, shared, heads, step) -> d
 class BestTracker:
     """Keeps best/ up to date. Multitask: the whole model of the best overall dev score.
     Frozen encoder: for each task, the head of its best epoch (the heads are independent);
-    heads from a checkpoint count as epoch -1, scored before training."""
+    heads from a checkpoint count as epoch -1, scored before training.
+    It also keeps the dev outputs of what best/ holds, so the run's end need not evaluate
+    best/ on dev again (they are those of its epochs; a resumed run lacks the earlier ones)."""
 
     def __init__(self, folder, per_task, scores=None):
         self.folder, self.per_task = Path(folder), per_task
         self.scores = dict(scores or {})  # metric name -> best value
         self.best_model = None
+        self.dev_outputs = {}  # task -> best/'s dev outputs, where seen in this process
 
-    def update(self, model, metrics, vocab) -> list:
+    def update(self, model, metrics, vocab, outputs) -> list:
         keys = [METRICS[t] for t in TASKS if METRICS[t] in metrics] if self.per_task else ["overall"]
         improved = [k for k in keys if metrics[k] > self.scores.get(k, -math.inf)]
         if not improved:
@@ -269,7 +272,9 @@ class BestTracker:
                         p.copy_(src[name])
             to_save = self.best_model
         else:
-            to_save = model
+            to_save, tasks = model, list(outputs)
+        self.dev_outputs.update({t: outputs[t] for t in tasks})  # a frozen encoder: task t's
+        # outputs depend on its own head only, so each head's outputs stay valid on their own
         for k in improved:
             self.scores[k] = metrics[k]
         tmp = self.folder.with_name(self.folder.name + ".tmp")
@@ -395,8 +400,8 @@ def run(args) -> MultitaskBERT:
     def end_of_epoch(epoch, train_time, n_sent, loss_sum, count):
         """Evaluate on dev, keep best/, log the epoch; epoch -1: the model before training."""
         if rank == 0:
-            metrics, _ = evaluate(model, dev, device, args.eval_batch_size)
-            improved = best.update(model, metrics, vocab)
+            metrics, outputs = evaluate(model, dev, device, args.eval_batch_size)
+            improved = best.update(model, metrics, vocab, outputs)
             metrics_log.write(run=name, stage=args.stage, schedule=args.schedule, epoch=epoch,
                               step=state["step"], dev=metrics, overall=metrics.get("overall"),
                               train_loss={t: (loss_sum[t] / count[t]).item() for t in TASKS if count.get(t)},
@@ -456,17 +461,22 @@ def run(args) -> MultitaskBERT:
         end_of_epoch(epoch, time.time() - t_epoch, n_sent, loss_sum, count)
 
     if rank == 0 and not stopped:
-        finish(args, name, out, data, device, state["elapsed"] + time.time() - t_start, world)
+        finish(args, name, out, data, device, state["elapsed"] + time.time() - t_start, world, best.dev_outputs)
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
     return model
 
 
-def finish(args, name, out, data, device, elapsed, world):
-    """Evaluate best/, write its prediction files and summary.json."""
+def finish(args, name, out, data, device, elapsed, world, dev_outputs):
+    """Evaluate best/, write its prediction files and summary.json. `dev_outputs`: best/'s
+    dev outputs as BestTracker saw them; evaluated again unless they cover every task."""
     model = load_model(out / "best").to(device)
-    dev_metrics, dev_out = evaluate(model, data["dev"], device, args.eval_batch_size)
+    if set(dev_outputs) == set(data["dev"]):
+        dev_out = {t: dev_outputs[t] for t in data["dev"]}  # in the data's task order
+        dev_metrics = metrics_from_outputs(dev_out, data["dev"])
+    else:
+        dev_metrics, dev_out = evaluate(model, data["dev"], device, args.eval_batch_size)
     write_split_predictions(out / "predictions", "dev", data["dev"], dev_out)
     _, test_out = evaluate(model, data["test"], device, args.eval_batch_size)
     write_split_predictions(out / "predictions", "test", data["test"], test_out)
