@@ -273,8 +273,8 @@ class BestTracker:
             to_save = self.best_model
         else:
             to_save, tasks = model, list(outputs)
-        self.dev_outputs.update({t: outputs[t] for t in tasks})  # a frozen encoder: task t's
-        # outputs depend on its own head only, so each head's outputs stay valid on their own
+        # per task: with the encoder frozen, task t's outputs depend on its own head only
+        self.dev_outputs.update({t: outputs[t] for t in tasks})
         for k in improved:
             self.scores[k] = metrics[k]
         tmp = self.folder.with_name(self.folder.name + ".tmp")
