@@ -79,8 +79,7 @@ class MultitaskBERT(nn.Module):
         sst_hidden = sst_hidden or C
         self.bert = bert
         self.hparams = dict(dropout=dropout, alpha1=alpha1, alpha2=alpha2, sst_hidden=sst_hidden,
-                            num_labels=num_labels, para_input=para_input, sts_input=sts_input)
-        self.tasks = []
+                            num_labels=num_labels, para_input=para_input, sts_input=sts_input, tasks=[])
         self.add_tasks(tasks)
         self.alpha1, self.alpha2 = alpha1, alpha2
         self.para_input, self.sts_input = para_input, sts_input
@@ -101,6 +100,11 @@ class MultitaskBERT(nn.Module):
 
     # ---- which parameters belong to what -------------------------------------------------
 
+    @property
+    def tasks(self) -> list:
+        """The tasks the heads were trained for, in TASKS order (heads.json keeps them)."""
+        return self.hparams["tasks"]
+
     def add_tasks(self, tasks):
         """Record that the model is trained for `tasks` too (saved in heads.json). An ensemble
         averages each task over its members trained for it, so a one-task specialist (train
@@ -108,8 +112,7 @@ class MultitaskBERT(nn.Module):
         unknown = set(tasks) - set(TASKS)
         if unknown:
             raise ValueError(f"unknown task {sorted(unknown)[0]!r}: expected some of {TASKS}")
-        self.tasks = [t for t in TASKS if t in self.tasks or t in tasks]
-        self.hparams["tasks"] = self.tasks
+        self.hparams["tasks"] = [t for t in TASKS if t in self.tasks or t in tasks]
 
     def head_parameters(self, task):
         """The parameters only `task` uses (the paper's STS has none)."""
