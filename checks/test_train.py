@@ -294,11 +294,13 @@ def test_a_cross_sts_specialist_joins_an_ensemble_for_sts_only(world, rr_run, tm
         assert [float(r[1]) for r in got] == pytest.approx([(float(x[1]) + float(y[1])) / 2 for x, y in zip(a, b)],
                                                            abs=1.01e-4)
     assert report.main(["--runs", str(tmp_path), "--out", str(tmp_path / "results")]) == 0
-    assert "| spec | multitask (round-robin, cross-encoder STS head, sts only) |" in (tmp_path / "results" / "table.md").read_text()
+    table = (tmp_path / "results" / "table.md").read_text()
+    assert "| spec | multitask (round-robin, cross-encoder STS head, sts only) |" in table
     untrained = tmp_path / "untrained"  # new heads on the BERT folder: trained for no task
     load_model(world[0]).save(untrained, vocab=world[0] / "vocab.txt")
     with pytest.raises(SystemExit, match="none of the checkpoints was trained for a task"):
-        evaluate.ensemble_main(["--checkpoints", str(untrained), "--data-dir", str(world[1]), "--out", str(tmp_path / "e2")])
+        evaluate.ensemble_main(["--checkpoints", str(untrained), "--data-dir", str(world[1]),
+                                "--out", str(tmp_path / "e2")])
 
 
 def test_quick_defaults_yield_to_explicit_options():
