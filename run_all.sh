@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # run_all.sh: the whole minibert study, end to end, one command on a fresh machine.
 #
-#   bash run_all.sh [--profile quick|full] [--force] [--only STAGE] [--keep-going]
+#   bash run_all.sh [--profile quick|full] [--jobs N] [--force] [--only STAGE] [--keep-going]
 #                   [--data-dir DIR] [--weights DIR] [--runs DIR] [--setup-only]
 #
 # Profiles: quick (the default without CUDA: every stage on subsets, about 13 minutes on
@@ -10,11 +10,13 @@
 # Each stage writes its outputs under runs/ and a marker runs/.done/STAGE when complete;
 # a re-run skips completed stages (--force runs them again). The first failing stage stops
 # the run with the stage's name and the path of its log (--keep-going: runs the stages after
-# it too, then names every failed one and exits with 1).
+# it too, except those that need it, then names every failed one and exits with 1).
+# --jobs N runs up to N stages at once, each once the stages it needs are done (default: 1 on
+# a CPU; on a GPU one per 12 GiB of its memory, at most 4).
 set -euo pipefail
 cd "$(dirname "$0")"
 
-PROFILE="" FORCE=0 ONLY="" SETUP_ONLY=0 KEEP_GOING=0 FAILED=""
+PROFILE="" FORCE=0 ONLY="" SETUP_ONLY=0 KEEP_GOING=0 JOBS="" FAILED="" SKIPPED=""
 DATA_DIR="${MINIBERT_DATA:-}" WEIGHTS="${MINIBERT_WEIGHTS:-}" RUNS="runs"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -22,11 +24,12 @@ while [ $# -gt 0 ]; do
     --force) FORCE=1; shift ;;
     --only) ONLY="$2"; shift 2 ;;
     --keep-going) KEEP_GOING=1; shift ;;
+    --jobs) JOBS="$2"; shift 2 ;;
     --data-dir) DATA_DIR="$2"; shift 2 ;;
     --weights) WEIGHTS="$2"; shift 2 ;;
     --runs) RUNS="$2"; shift 2 ;;
     --setup-only) SETUP_ONLY=1; shift ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "run_all.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -74,7 +77,15 @@ fi
 HAS_CUDA=$("$PY" -c "import torch; print(int(torch.cuda.is_available()))")
 [ -n "$PROFILE" ] || { [ "$HAS_CUDA" = 1 ] && PROFILE=full || PROFILE=quick; }
 case "$PROFILE" in quick|full) ;; *) echo "run_all.sh: --profile is quick or full" >&2; exit 2 ;; esac
-echo "profile $PROFILE, data $DATA_DIR, weights $WEIGHTS, runs $RUNS, $("$PY" -c 'import torch; print("torch", torch.__version__, "cuda" if torch.cuda.is_available() else "cpu")')"
+if [ -z "$JOBS" ]; then  # default: one stage at a time on a CPU; on a GPU one per 12 GiB, at most 4
+  JOBS=$("$PY" -c "import torch; c = torch.cuda.is_available(); print(max(1, min(4, torch.cuda.get_device_properties(0).total_memory // (12 * 2**30))) if c else 1)")
+fi
+case "$JOBS" in ''|*[!0-9]*|0) echo "run_all.sh: --jobs takes a number, 1 or more" >&2; exit 2 ;; esac
+if [ "$JOBS" != 1 ] && [ -z "${OMP_NUM_THREADS:-}" ]; then  # share the CPU cores between the stages
+  export OMP_NUM_THREADS=$(( $("$PY" -c "import os; print(os.cpu_count() or 1)") / JOBS ))
+  [ "$OMP_NUM_THREADS" -gt 0 ] || OMP_NUM_THREADS=1
+fi
+echo "profile $PROFILE, $JOBS stage(s) at a time, data $DATA_DIR, weights $WEIGHTS, runs $RUNS, $("$PY" -c 'import torch; print("torch", torch.__version__, "cuda" if torch.cuda.is_available() else "cpu")')"
 [ "$SETUP_ONLY" = 1 ] && exit 0
 
 # ---- the profiles: what each stage is given ------------------------------------------
@@ -91,23 +102,22 @@ else
   SENT_ARGS="--epochs 4" CF_ARGS="--epochs 4 --max-length 512"
 fi
 
-# ---- stages ---------------------------------------------------------------------------
+# ---- stages: declared with what each needs, then run -----------------------------------
+# Each stage writes its outputs under $RUNS and a marker $RUNS/.done/NAME when complete.
+# --jobs 1 runs the stages one after another in the order below, each one's output on the
+# terminal and in its log. --jobs N runs up to N at once, each as soon as the stages it needs
+# (--after) are done, its output in its log only: MiniLM leaves a GPU mostly idle between its
+# small kernels, so several stages share one GPU well.
 mkdir -p "$RUNS/.done" "$RUNS/logs"
-stage() {  # stage NAME command...
-  local name="$1"; shift
+NAMES=() NEEDS=() CMDS=()
+stage() {  # stage NAME [--after "NAME ..."] command...
+  local name="$1" after=""; shift
+  if [ "$1" = --after ]; then after="$2"; shift 2; fi
   if [ -n "$ONLY" ] && [ "$ONLY" != "$name" ]; then return 0; fi
   if [ -f "$RUNS/.done/$name" ] && [ "$FORCE" = 0 ]; then
     echo "-- $name: done already (--force to run again)"; return 0
   fi
-  local log="$RUNS/logs/$name.log" start=$SECONDS
-  say "$name: $*"
-  if ! "$@" 2>&1 | tee "$log"; then
-    echo "run_all.sh: stage '$name' FAILED; its log: $log" >&2
-    [ "$KEEP_GOING" = 1 ] || exit 1
-    FAILED="$FAILED $name"; return 0
-  fi
-  echo "-- $name: ok in $((SECONDS - start)) s"
-  touch "$RUNS/.done/$name"
+  NAMES+=("$name"); NEEDS+=("$after"); CMDS+=("$(printf '%q ' "$@")")
 }
 M="$PY -m minibert"
 TRAIN="$M train --data-dir $DATA_DIR $QUICK_TRAIN $LIMIT"
@@ -123,18 +133,23 @@ stage baseline        $TRAIN --stage baseline --epochs $MT_EPOCHS --out "$RUNS/b
 stage mt-round-robin  $TRAIN --stage multitask --schedule round-robin --epochs $MT_EPOCHS --out "$RUNS/mt-round-robin"
 stage mt-random       $TRAIN --stage multitask --schedule random --epochs $MT_EPOCHS --out "$RUNS/mt-random"
 stage mt-pcgrad       $TRAIN --stage multitask --schedule pcgrad --epochs $MT_EPOCHS --out "$RUNS/mt-pcgrad"
-stage pt-mt           $TRAIN --stage multitask --schedule round-robin --epochs $MT_EPOCHS \
-                        --weights "$RUNS/pretrain/model" --name "pretrain + mt round-robin" --out "$RUNS/pt-mt"
-stage mt-st           $TRAIN --stage single-task --epochs $ST_EPOCHS --weights "$RUNS/mt-round-robin/best" \
-                        --name "mt round-robin + single-task" --out "$RUNS/mt-st"
-stage pt-mt-st        $TRAIN --stage single-task --epochs $ST_EPOCHS --weights "$RUNS/pt-mt/best" \
-                        --name "pretrain + mt + single-task" --out "$RUNS/pt-mt-st"
+stage pt-mt    --after pretrain \
+  $TRAIN --stage multitask --schedule round-robin --epochs $MT_EPOCHS \
+  --weights "$RUNS/pretrain/model" --name "pretrain + mt round-robin" --out "$RUNS/pt-mt"
+stage mt-st    --after mt-round-robin \
+  $TRAIN --stage single-task --epochs $ST_EPOCHS --weights "$RUNS/mt-round-robin/best" \
+  --name "mt round-robin + single-task" --out "$RUNS/mt-st"
+stage pt-mt-st --after pt-mt \
+  $TRAIN --stage single-task --epochs $ST_EPOCHS --weights "$RUNS/pt-mt/best" \
+  --name "pretrain + mt + single-task" --out "$RUNS/pt-mt-st"
 # beyond the paper: the paraphrase head as a cross-encoder (minibert/heads.py), the best pipeline
 cross_pipeline() {  # cross_pipeline NAME SEED LABEL: its multitask stage NAME, then NAME-st
-  stage "$1"    $TRAIN --stage multitask --schedule round-robin --para-input cross --epochs $MT_EPOCHS \
-                  --seed "$2" --name "mt round-robin, cross PD$3" --out "$RUNS/$1"
-  stage "$1-st" $TRAIN --stage single-task --epochs $ST_EPOCHS --weights "$RUNS/$1/best" \
-                  --seed "$2" --name "mt cross + single-task$3" --out "$RUNS/$1-st"
+  stage "$1" \
+    $TRAIN --stage multitask --schedule round-robin --para-input cross --epochs $MT_EPOCHS \
+    --seed "$2" --name "mt round-robin, cross PD$3" --out "$RUNS/$1"
+  stage "$1-st" --after "$1" \
+    $TRAIN --stage single-task --epochs $ST_EPOCHS --weights "$RUNS/$1/best" \
+    --seed "$2" --name "mt cross + single-task$3" --out "$RUNS/$1-st"
 }
 cross_pipeline mt-cross 0 ""
 if [ "$PROFILE" = full ]; then  # too long for quick: two more seeds of the best pipeline,
@@ -142,18 +157,98 @@ if [ "$PROFILE" = full ]; then  # too long for quick: two more seeds of the best
   cross_pipeline mt-cross-seed2 2 ", seed 2"
   # an STS specialist: a cross-encoder STS head on mt-cross's encoder (which learnt to read
   # joined pairs from Quora), trained on STS alone; it votes on STS only in the ensemble
-  stage sts-cross       $TRAIN --stage multitask --tasks sts --sts-input cross --epochs $MT_EPOCHS \
-                          --weights "$RUNS/mt-cross/best/encoder" --name "STS cross-encoder on mt-cross" --out "$RUNS/sts-cross"
-  stage ensemble-seeds  $M ensemble --data-dir "$DATA_DIR" --out "$RUNS/ensemble-seeds" \
-                          --checkpoints "$RUNS/mt-cross-st/best" "$RUNS/mt-cross-seed1-st/best" "$RUNS/mt-cross-seed2-st/best" \
-                          "$RUNS/sts-cross/best"
+  stage sts-cross --after mt-cross \
+    $TRAIN --stage multitask --tasks sts --sts-input cross --epochs $MT_EPOCHS \
+    --weights "$RUNS/mt-cross/best/encoder" --name "STS cross-encoder on mt-cross" --out "$RUNS/sts-cross"
+  stage ensemble-seeds --after "mt-cross-st mt-cross-seed1-st mt-cross-seed2-st sts-cross" \
+    $M ensemble --data-dir "$DATA_DIR" --out "$RUNS/ensemble-seeds" \
+    --checkpoints "$RUNS/mt-cross-st/best" "$RUNS/mt-cross-seed1-st/best" "$RUNS/mt-cross-seed2-st/best" \
+    "$RUNS/sts-cross/best"
 fi
-stage ensemble        $M ensemble --data-dir "$DATA_DIR" $LIMIT --out "$RUNS/ensemble" \
-                        --checkpoints "$RUNS/mt-cross-st/best" "$RUNS/mt-st/best" "$RUNS/pt-mt-st/best" "$RUNS/mt-random/best"
-stage results         $M results --runs "$RUNS" --out "$RUNS/results"
-if [ -n "$FAILED" ]; then
-  echo "run_all.sh: these stages FAILED:$FAILED (logs in $RUNS/logs)" >&2
+stage ensemble --after "mt-cross-st mt-st pt-mt-st mt-random" \
+  $M ensemble --data-dir "$DATA_DIR" $LIMIT --out "$RUNS/ensemble" \
+  --checkpoints "$RUNS/mt-cross-st/best" "$RUNS/mt-st/best" "$RUNS/pt-mt-st/best" "$RUNS/mt-random/best"
+stage results --after "${NAMES[*]-}" $M results --runs "$RUNS" --out "$RUNS/results"  # after all the others
+
+# ---- run them ---------------------------------------------------------------------------
+STATE=()  # per stage: wait, run, ok, failed, skipped
+PIDS=()
+for i in "${!NAMES[@]}"; do STATE[$i]=wait; done
+
+state_of() {  # state_of NAME: its state in this run; "" when it is not in it (done already, --only)
+  local i
+  for i in "${!NAMES[@]}"; do
+    if [ "${NAMES[$i]}" = "$1" ]; then echo "${STATE[$i]}"; return; fi
+  done
+}
+
+run_stage() {  # run_stage I: stage I's command, its output in its log; status: the command's
+  local name="${NAMES[$1]}" log="$RUNS/logs/${NAMES[$1]}.log" start=$SECONDS rc=0
+  if [ "$JOBS" = 1 ]; then
+    say "$name: ${CMDS[$1]}"
+    eval "${CMDS[$1]}" 2>&1 | tee "$log" || rc=$?
+  else
+    say "$name (its output: $log): ${CMDS[$1]}"
+    eval "${CMDS[$1]}" > "$log" 2>&1 || rc=$?
+  fi
+  if [ "$rc" != 0 ]; then
+    echo "run_all.sh: stage '$name' FAILED; its log: $log" >&2
+    return "$rc"
+  fi
+  echo "-- $name: ok in $((SECONDS - start)) s"
+  touch "$RUNS/.done/$name"
+}
+
+finished() {  # finished I OK: record how stage I ended; without --keep-going a failure stops the run
+  if [ "$2" = 1 ]; then STATE[$1]=ok; return; fi
+  STATE[$1]=failed; FAILED="$FAILED ${NAMES[$1]}"
+  [ "$KEEP_GOING" = 1 ] || STOPPING=1
+}
+
+if [ "$JOBS" != 1 ]; then
+  # each stage in its own process group, so that Ctrl-C or a timeout stops it whole (its own
+  # child processes too) with the script
+  set -m
+  trap 'for p in $(jobs -p); do kill -- "-$p" 2>/dev/null; done; exit 130' INT TERM
+fi
+STOPPING=0
+while :; do
+  running=0 waiting=0
+  for i in "${!NAMES[@]}"; do  # collect the stages that ended
+    [ "${STATE[$i]}" = run ] || continue
+    if kill -0 "${PIDS[$i]}" 2>/dev/null; then running=$((running + 1)); continue; fi
+    if wait "${PIDS[$i]}"; then finished "$i" 1; else finished "$i" 0; fi
+  done
+  for i in "${!NAMES[@]}"; do  # start those whose needs are met, in order, up to --jobs at once
+    [ "${STATE[$i]}" = wait ] || continue
+    [ "$STOPPING" = 0 ] || break
+    ready=1
+    for need in ${NEEDS[$i]}; do
+      case "$(state_of "$need")" in
+        failed|skipped) STATE[$i]=skipped; SKIPPED="$SKIPPED ${NAMES[$i]}"; ready=0
+                        echo "run_all.sh: stage '${NAMES[$i]}' skipped: it needs '$need', which did not finish" >&2
+                        break ;;
+        wait|run) ready=0 ;;
+      esac
+    done
+    if [ "$ready" = 0 ] || [ "$running" -ge "$JOBS" ]; then
+      [ "${STATE[$i]}" = wait ] && waiting=1
+      continue
+    fi
+    if [ "$JOBS" = 1 ]; then
+      if run_stage "$i"; then finished "$i" 1; else finished "$i" 0; fi
+    else
+      run_stage "$i" & PIDS[$i]=$!; STATE[$i]=run; running=$((running + 1))
+    fi
+  done
+  [ "$STOPPING" = 1 ] && [ "$JOBS" = 1 ] && exit 1
+  [ "$running" = 0 ] && { [ "$waiting" = 0 ] || [ "$STOPPING" = 1 ]; } && break
+  sleep 1
+done
+[ "$STOPPING" = 1 ] && exit 1
+if [ -n "$FAILED$SKIPPED" ]; then
+  echo "run_all.sh: these stages FAILED:$FAILED (logs in $RUNS/logs)${SKIPPED:+; skipped, as they need one of them:$SKIPPED}" >&2
   exit 1
 fi
-say "all stages done: the table is $RUNS/results/table.md"
+say "all stages done in $SECONDS s: the table is $RUNS/results/table.md"
 cat "$RUNS/results/table.md" 2>/dev/null || true

@@ -113,3 +113,58 @@ def test_missing_data_is_named(world, tmp_path):
     proc = run_all("--data-dir", tmp_path / "data", "--weights", world[0], "--runs", tmp_path / "runs")
     assert proc.returncode == 1
     assert "missing: ids-sst-train.csv" in proc.stderr and "quora-train.csv" in proc.stderr
+
+
+# what each stage needs done before it starts (run_all.sh's --after): --jobs N keeps to it
+NEEDS = {"pt-mt": ["pretrain"], "mt-st": ["mt-round-robin"], "pt-mt-st": ["pt-mt"],
+         "mt-cross-st": ["mt-cross"], "mt-cross-seed1-st": ["mt-cross-seed1"],
+         "mt-cross-seed2-st": ["mt-cross-seed2"], "sts-cross": ["mt-cross"],
+         "ensemble-seeds": ["mt-cross-st", "mt-cross-seed1-st", "mt-cross-seed2-st", "sts-cross"],
+         "ensemble": ["mt-cross-st", "mt-st", "pt-mt-st", "mt-random"]}
+
+
+def test_jobs_run_stages_side_by_side_each_after_what_it_needs(full_run, world, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs-jobs")
+    (runs / ".done").mkdir()
+    for stage in CHECK_STAGES:
+        (runs / ".done" / stage).touch()
+    proc = run_all("--profile", "full", "--jobs", 3, "--data-dir", world[1], "--weights", world[0], "--runs", runs)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "3 stage(s) at a time" in proc.stdout
+    assert sorted(p.name for p in (runs / ".done").iterdir()) == sorted(STAGES)
+    # the order of events: "== NAME (its output: LOG): ..." when it starts, "-- NAME: ok" when done
+    events = [("start", line[3:].split(" ")[0]) if line.startswith("== ") else ("ok", line[3:].split(":")[0])
+              for line in proc.stdout.splitlines()
+              if line.startswith("== ") and "(its output: " in line or line.startswith("-- ") and ": ok in " in line]
+    stages = STAGES[len(CHECK_STAGES):]
+    assert sorted(name for kind, name in events if kind == "start") == sorted(stages)
+    assert sorted(name for kind, name in events if kind == "ok") == sorted(stages)
+    for stage in stages:
+        needs = stages[:-1] if stage == "results" else NEEDS.get(stage, [])
+        for need in needs:
+            assert events.index(("ok", need)) < events.index(("start", stage)), (need, stage)
+    in_flight = [sum(+1 if kind == "start" else -1 for kind, _ in events[:n + 1]) for n in range(len(events))]
+    assert max(in_flight) == 3  # never more than --jobs, and that many at some point
+    # the same command lines as one at a time: every run's config.json, paths aside
+    serial = full_run[0]
+    for config in serial.glob("*/config.json"):
+        ours = json.loads((runs / config.parent.name / "config.json").read_text().replace(str(runs), str(serial)))
+        assert ours == json.loads(config.read_text()), config.parent.name
+    seeds = json.loads((runs / "ensemble-seeds" / "summary.json").read_text())
+    assert seeds["members"] == {"sst": 3, "para": 3, "sts": 4}
+
+
+def test_jobs_with_keep_going_skip_the_stages_that_need_a_failed_one(world, tmp_path):
+    runs = tmp_path / "runs"
+    (runs / ".done").mkdir(parents=True)
+    for stage in STAGES:
+        if stage not in ("mt-round-robin", "mt-st", "mt-random", "results"):
+            (runs / ".done" / stage).touch()
+    proc = run_all("--profile", "full", "--jobs", 2, "--data-dir", world[1], "--weights", tmp_path / "no-weights",
+                   "--runs", runs, "--keep-going")
+    assert proc.returncode == 1
+    assert "stage 'mt-round-robin' FAILED" in proc.stderr and "stage 'mt-random' FAILED" in proc.stderr
+    assert "stage 'mt-st' skipped: it needs 'mt-round-robin', which did not finish" in proc.stderr
+    assert "== mt-st" not in proc.stdout and "== results" not in proc.stdout
+    assert ("these stages FAILED: mt-round-robin mt-random (logs in "
+            f"{runs}/logs); skipped, as they need one of them: mt-st results") in proc.stderr
