@@ -2,17 +2,17 @@
 # More seeds on a lent GPU (issue 6): N runs of the best pipeline side by side (mt-cross, then
 # its single-task stage and an STS cross-encoder specialist on its encoder), then ensembles of
 # 3 and of all N pipelines, with and without their specialists. Data and weights as gpu-run.sh.
-# Usage there: bash results/gpu-seeds.sh SECONDS "SEED ..."
+# Usage there: bash results/gpu-seeds.sh SECONDS "SEED ..." (the pipelines stop after SECONDS)
 set -u -o pipefail
-export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2 MINIBERT_WEIGHTS=gpu/weights/all-MiniLM-L6-v2
-BUDGET=${1:?seconds}; SEEDS=${2:-"3 4 5 6 7 8"}; D=gpu/data R=runs-seeds OUT=${OUT:-/tmp/out}
-T="timeout $BUDGET python3 -m minibert train --data-dir $D"
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2 MINIBERT_WEIGHTS=${MINIBERT_WEIGHTS:-gpu/weights/all-MiniLM-L6-v2}
+BUDGET=${1:?seconds}; SEEDS=${2:-"3 4 5 6 7 8"}; D=${MINIBERT_DATA:-gpu/data} R=runs-seeds OUT=${OUT:-/tmp/out}
+left() { echo $((BUDGET - SECONDS)); }
 mkdir -p "$R" "$OUT"
 pipeline() {  # pipeline SEED
-  $T --stage multitask --schedule round-robin --para-input cross --epochs 3 --seed "$1" \
+  timeout "$(left)" python3 -m minibert train --data-dir "$D" --stage multitask --schedule round-robin --para-input cross --epochs 3 --seed "$1" \
      --out "$R/mt-$1" > "$R/mt-$1.log" 2>&1 || return 1
-  $T --stage single-task --epochs 2 --weights "$R/mt-$1/best" --seed "$1" --out "$R/st-$1" > "$R/st-$1.log" 2>&1 &
-  $T --stage multitask --tasks sts --sts-input cross --epochs 3 --weights "$R/mt-$1/best/encoder" --seed "$1" \
+  timeout "$(left)" python3 -m minibert train --data-dir "$D" --stage single-task --epochs 2 --weights "$R/mt-$1/best" --seed "$1" --out "$R/st-$1" > "$R/st-$1.log" 2>&1 &
+  timeout "$(left)" python3 -m minibert train --data-dir "$D" --stage multitask --tasks sts --sts-input cross --epochs 3 --weights "$R/mt-$1/best/encoder" --seed "$1" \
      --out "$R/sts-$1" > "$R/sts-$1.log" 2>&1
   wait
 }
