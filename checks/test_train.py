@@ -369,6 +369,19 @@ def test_results_table_of_a_one_task_run():
     assert report.table([alone]).count("| majority class |") == 1  # alone, its own floor
 
 
+def test_learning_curves_draw_no_overall_for_a_one_task_run(tmp_path, monkeypatch):
+    plt = pytest.importorskip("matplotlib.pyplot")
+    epochs = [{"epoch": e, "dev": {"sst_acc": 0.4, "para_acc": 0.8, "sts_r": 0.8, "overall": 0.67}} for e in range(2)]
+    full = {"name": "rr", "metrics": epochs}
+    alone = {"name": "sts", "metrics": [{"epoch": e, "dev": {"sts_r": 0.86, "overall": 0.86}} for e in range(2)]}
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    assert report.plot([full, alone], tmp_path / "curves.png")
+    pd, sst, sts, overall = figures[0].axes
+    assert (len(pd.lines), len(sst.lines), len(sts.lines), len(overall.lines)) == (1, 1, 2, 1)
+    assert [t.get_text() for t in figures[0].legends[0].get_texts()] == ["rr", "sts"]
+
+
 # ---- two processes, gloo, CPU -----------------------------------------------------------
 
 

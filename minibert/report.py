@@ -54,13 +54,18 @@ def per_task(metrics) -> dict:
     return {k: v for k, v in metrics.items() if k != "overall"}
 
 
+def shown(dev) -> dict:
+    """The figures to show: the overall mean is the paper's, over all three tasks, so a run
+    (or an epoch) of fewer tasks shows its tasks only."""
+    return dev if len(per_task(dev)) == len(COLUMNS) - 1 else per_task(dev)
+
+
 def table(runs) -> str:
     """The multitask table: one row per run, then the majority-class floor of their dev sets."""
     lines = ["| Run | Method | " + " | ".join(c for _, c in COLUMNS) + " | Device | Wall time |",
              "|---" * (len(COLUMNS) + 4) + "|"]
     for r in runs:
-        # the overall mean is the paper's over all three tasks: not shown for a run of fewer
-        dev = r["dev"] if len(per_task(r["dev"])) == len(COLUMNS) - 1 else per_task(r["dev"])
+        dev = shown(r["dev"])
         lines.append(f"| {r['name']} | {method(r)} | " + " | ".join(cell(dev, k) for k, _ in COLUMNS)
                      + f" | {r.get('device', '?')} | {r.get('wall_time_s', 0) / 60:.1f} min |")
     # one floor row per dev set: a floor equal to, or a part of (a run of fewer tasks), a kept one adds none
@@ -120,17 +125,20 @@ def plot(runs, path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    fig, axes = plt.subplots(1, len(COLUMNS), figsize=(14, 3.5))
+    fig, axes = plt.subplots(1, len(COLUMNS), figsize=(14, 4.2))
+    colors = plt.get_cmap("tab20").colors  # 20 distinct colours, then the line style changes
+    lines = {}
     for ax, (key, title) in zip(axes, COLUMNS):
-        for r in runs:
-            points = [(m["epoch"] + 1, m["dev"][key]) for m in r["metrics"] if key in m.get("dev", {})]
+        for n, r in enumerate(runs):
+            points = [(m["epoch"] + 1, m["dev"][key]) for m in r["metrics"] if key in shown(m.get("dev", {}))]
             if points:
-                ax.plot(*zip(*points), marker="o", ms=3, label=r["name"])
+                lines[r["name"]], = ax.plot(*zip(*points), marker="o", ms=3, color=colors[n % 20],
+                                            linestyle=("-", "--", ":")[n // 20 % 3])
         ax.set_title(f"dev {title}")
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    axes[-1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    fig.legend(lines.values(), lines.keys(), loc="lower center", ncol=4, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.05 + 0.035 * ((len(lines) + 3) // 4), 1, 1))  # room for the legend
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
