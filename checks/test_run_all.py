@@ -168,3 +168,19 @@ def test_jobs_with_keep_going_skip_the_stages_that_need_a_failed_one(world, tmp_
     assert "== mt-st" not in proc.stdout and "== results" not in proc.stdout
     assert ("these stages FAILED: mt-round-robin mt-random (logs in "
             f"{runs}/logs); skipped, as they need one of them: mt-st results") in proc.stderr
+
+
+def test_jobs_stop_at_a_failure_once_the_stages_in_flight_end(world, tmp_path):
+    runs = tmp_path / "runs"
+    (runs / ".done").mkdir(parents=True)
+    for stage in STAGES:
+        if stage not in ("mt-round-robin", "mt-random", "mt-st", "results"):
+            (runs / ".done" / stage).touch()
+    proc = run_all("--profile", "full", "--jobs", 2, "--data-dir", world[1], "--weights", tmp_path / "no-weights",
+                   "--runs", runs)
+    assert proc.returncode == 1
+    # both were started side by side; each names its log; nothing after them starts
+    for stage in ("mt-round-robin", "mt-random"):
+        assert f"stage '{stage}' FAILED; its log: {runs}/logs/{stage}.log" in proc.stderr
+    assert "== mt-st" not in proc.stdout and "== results" not in proc.stdout
+    assert "all stages done" not in proc.stdout
