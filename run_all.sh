@@ -110,9 +110,10 @@ fi
 # small kernels, so several stages share one GPU well.
 mkdir -p "$RUNS/.done" "$RUNS/logs"
 NAMES=() NEEDS=() CMDS=()
-stage() {  # stage NAME [--after "NAME ..."] command...
+stage() {  # stage NAME [--after "NAME ..." | --last] command...
   local name="$1" after=""; shift
   if [ "$1" = --after ]; then after="$2"; shift 2; fi
+  if [ "$1" = --last ]; then after="*"; shift; fi  # once every other stage has ended, however
   if [ -n "$ONLY" ] && [ "$ONLY" != "$name" ]; then return 0; fi
   if [ -f "$RUNS/.done/$name" ] && [ "$FORCE" = 0 ]; then
     echo "-- $name: done already (--force to run again)"; return 0
@@ -168,7 +169,7 @@ fi
 stage ensemble --after "mt-cross-st mt-st pt-mt-st mt-random" \
   $M ensemble --data-dir "$DATA_DIR" $LIMIT --out "$RUNS/ensemble" \
   --checkpoints "$RUNS/mt-cross-st/best" "$RUNS/mt-st/best" "$RUNS/pt-mt-st/best" "$RUNS/mt-random/best"
-stage results --after "${NAMES[*]-}" $M results --runs "$RUNS" --out "$RUNS/results"  # after all the others
+stage results --last  $M results --runs "$RUNS" --out "$RUNS/results"  # the table of what ran
 
 # ---- run them ---------------------------------------------------------------------------
 STATE=()  # per stage: wait, run, ok, failed, skipped
@@ -209,7 +210,9 @@ if [ "$JOBS" != 1 ]; then
   # each stage in its own process group, so that Ctrl-C or a timeout stops it whole (its own
   # child processes too) with the script
   set -m
-  trap 'for p in $(jobs -p); do kill -- "-$p" 2>/dev/null; done; exit 130' INT TERM
+  stop_all() { for p in $(jobs -p); do kill -- "-$p" 2>/dev/null; done; }
+  trap 'stop_all; exit 130' INT
+  trap 'stop_all; exit 143' TERM
 fi
 STOPPING=0
 while :; do
@@ -223,14 +226,20 @@ while :; do
     [ "${STATE[$i]}" = wait ] || continue
     [ "$STOPPING" = 0 ] || break
     ready=1
-    for need in ${NEEDS[$i]}; do
-      case "$(state_of "$need")" in
-        failed|skipped) STATE[$i]=skipped; SKIPPED="$SKIPPED ${NAMES[$i]}"; ready=0
-                        echo "run_all.sh: stage '${NAMES[$i]}' skipped: it needs '$need', which did not finish" >&2
-                        break ;;
-        wait|run) ready=0 ;;
-      esac
-    done
+    if [ "${NEEDS[$i]}" = "*" ]; then  # --last
+      for j in "${!NAMES[@]}"; do
+        case "$j:${STATE[$j]}" in "$i":*) ;; *:wait|*:run) ready=0 ;; esac
+      done
+    else
+      for need in ${NEEDS[$i]}; do
+        case "$(state_of "$need")" in
+          failed|skipped) STATE[$i]=skipped; SKIPPED="$SKIPPED ${NAMES[$i]}"; ready=0
+                          echo "run_all.sh: stage '${NAMES[$i]}' skipped: it needs '$need', which did not finish" >&2
+                          break ;;
+          wait|run) ready=0 ;;
+        esac
+      done
+    fi
     if [ "$ready" = 0 ] || [ "$running" -ge "$JOBS" ]; then
       [ "${STATE[$i]}" = wait ] && waiting=1
       continue
