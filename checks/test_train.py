@@ -367,6 +367,9 @@ def test_results_table_of_a_one_task_run():
     assert "| sts | multitask (round-robin, sts only, STS loss cosent) | - | - | 0.860 | - |" in md
     assert md.count("| majority class |") == 1 and "| 0.630 | 0.250 | 0.000 | 0.293 |" in md
     assert report.table([alone]).count("| majority class |") == 1  # alone, its own floor
+    ensemble = {**full, "name": "ens", "stage": "ensemble", "schedule": None,
+                "members": {"sst": 2, "para": 2, "sts": 3}}
+    assert "| ens | ensemble (members: PD 2, SST 2, STS 3) | 0.800 |" in report.table([ensemble])
 
 
 def test_learning_curves_draw_no_overall_for_a_one_task_run(tmp_path, monkeypatch):

@@ -11,7 +11,6 @@ alike. The table reports the median (and the fastest) step time.
 
 import argparse
 import json
-import platform
 import statistics
 import time
 
@@ -20,6 +19,7 @@ from tqdm import tqdm
 
 from minibert.optim import AdamW
 from minibert.paths import weights_dir
+from minibert.runtime import device_name
 
 # all-MiniLM-L6-v2, in case the weights (and their config.json) are not fetched yet
 MINILM_CONFIG = dict(vocab_size=30522, hidden_size=384, num_hidden_layers=6, intermediate_size=1536,
@@ -101,7 +101,7 @@ def bench(device: torch.device, steps: int, warmup: int, amsgrad: bool, config: 
     rows = [{"optimizer": name, "median_ms": 1e3 * statistics.median(t), "min_ms": 1e3 * min(t)}
             for name, t in times.items()]
     return {
-        "device": device_description(device),
+        "device": device_name(device),
         "torch": torch.__version__,
         "parameters": sum(t.numel() for t in init),
         "tensors": len(init),
@@ -111,12 +111,6 @@ def bench(device: torch.device, steps: int, warmup: int, amsgrad: bool, config: 
         "rows": rows,
         "skipped": skipped,
     }
-
-
-def device_description(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def markdown_table(result: dict) -> str:

@@ -43,6 +43,10 @@ def method(run) -> str:
         details.append(" + ".join(config["tasks"]) + " only")
     if config.get("sts_loss", "mse") != "mse":
         details.append(f"STS loss {config['sts_loss']}")
+    if run.get("members"):  # an ensemble: how many of its checkpoints vote on each task
+        details.append("members: " + ", ".join(f"{name} {run['members'][task]}" for task, name
+                                               in (("para", "PD"), ("sst", "SST"), ("sts", "STS"))
+                                               if task in run["members"]))
     return run["stage"] + (f" ({', '.join(details)})" if details else "")
 
 
@@ -125,7 +129,8 @@ def plot(runs, path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    fig, axes = plt.subplots(1, len(COLUMNS), figsize=(14, 4.2))
+    legend_h = 0.3 + 0.17 * ((len(runs) + 3) // 4)  # inches: 4 runs a row, below the panels
+    fig, axes = plt.subplots(1, len(COLUMNS), figsize=(14, 3.5 + legend_h))
     colors = plt.get_cmap("tab20").colors  # 20 distinct colours, then the line style changes
     lines = {}
     for ax, (key, title) in zip(axes, COLUMNS):
@@ -138,7 +143,7 @@ def plot(runs, path) -> bool:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     fig.legend(lines.values(), lines.keys(), loc="lower center", ncol=4, fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, 0.05 + 0.035 * ((len(lines) + 3) // 4), 1, 1))  # room for the legend
+    fig.tight_layout(rect=(0, legend_h / (3.5 + legend_h), 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)

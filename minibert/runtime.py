@@ -44,7 +44,8 @@ def device_name(device: torch.device) -> str:
     """What a run records as its device: the GPU's name, or the CPU and its thread count."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"CPU {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"CPU {platform.processor() or platform.machine()} ({threads} thread{'s' if threads != 1 else ''})"
 
 
 def autocast(device: torch.device, enabled: bool = True):
