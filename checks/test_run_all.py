@@ -35,6 +35,21 @@ def run_all(*args):
                           text=True, env=env, timeout=900)
 
 
+def runs_folder(path, done):
+    """A runs folder in which the stages `done` are marked complete (run_all.sh skips them)."""
+    (path / ".done").mkdir(parents=True)
+    for stage in done:
+        (path / ".done" / stage).touch()
+    return path
+
+
+def run_to_fail(world, tmp_path, todo, *args):
+    """run_all.sh with every stage but `todo` done, and no weights: each of `todo` that starts fails."""
+    runs = runs_folder(tmp_path / "runs", [s for s in STAGES if s not in todo])
+    return runs, run_all("--profile", "full", "--data-dir", world[1], "--weights", tmp_path / "no-weights",
+                         "--runs", runs, *args)
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     weights, data = make_world(tmp_path_factory.mktemp("run_all"))
@@ -43,10 +58,7 @@ def world(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def full_run(world, tmp_path_factory):
-    runs = tmp_path_factory.mktemp("runs")
-    (runs / ".done").mkdir()
-    for stage in CHECK_STAGES:
-        (runs / ".done" / stage).touch()
+    runs = runs_folder(tmp_path_factory.mktemp("runs"), CHECK_STAGES)
     args = ["--profile", "full", "--data-dir", world[1], "--weights", world[0], "--runs", runs]
     proc = run_all(*args)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -95,13 +107,7 @@ def test_failing_stage_stops_and_names_its_log(world, tmp_path):
 
 
 def test_keep_going_runs_the_stages_after_a_failure_then_names_them(world, tmp_path):
-    runs = tmp_path / "runs"
-    (runs / ".done").mkdir(parents=True)
-    for stage in STAGES:
-        if stage not in ("baseline", "mt-round-robin"):
-            (runs / ".done" / stage).touch()
-    proc = run_all("--profile", "full", "--data-dir", world[1], "--weights", tmp_path / "no-weights",
-                   "--runs", runs, "--keep-going")
+    runs, proc = run_to_fail(world, tmp_path, ("baseline", "mt-round-robin"), "--keep-going")
     assert proc.returncode == 1
     assert "stage 'baseline' FAILED" in proc.stderr and "stage 'mt-round-robin' FAILED" in proc.stderr
     assert f"these stages FAILED: baseline mt-round-robin (logs in {runs}/logs)" in proc.stderr
@@ -124,10 +130,7 @@ NEEDS = {"pt-mt": ["pretrain"], "mt-st": ["mt-round-robin"], "pt-mt-st": ["pt-mt
 
 
 def test_jobs_run_stages_side_by_side_each_after_what_it_needs(full_run, world, tmp_path_factory):
-    runs = tmp_path_factory.mktemp("runs-jobs")
-    (runs / ".done").mkdir()
-    for stage in CHECK_STAGES:
-        (runs / ".done" / stage).touch()
+    runs = runs_folder(tmp_path_factory.mktemp("runs-jobs"), CHECK_STAGES)
     proc = run_all("--profile", "full", "--jobs", 3, "--data-dir", world[1], "--weights", world[0], "--runs", runs)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "3 stage(s) at a time" in proc.stdout
@@ -155,13 +158,8 @@ def test_jobs_run_stages_side_by_side_each_after_what_it_needs(full_run, world, 
 
 
 def test_jobs_with_keep_going_skip_the_stages_that_need_a_failed_one(world, tmp_path):
-    runs = tmp_path / "runs"
-    (runs / ".done").mkdir(parents=True)
-    for stage in STAGES:
-        if stage not in ("mt-round-robin", "mt-st", "mt-random", "results"):
-            (runs / ".done" / stage).touch()
-    proc = run_all("--profile", "full", "--jobs", 2, "--data-dir", world[1], "--weights", tmp_path / "no-weights",
-                   "--runs", runs, "--keep-going")
+    runs, proc = run_to_fail(world, tmp_path, ("mt-round-robin", "mt-st", "mt-random", "results"),
+                             "--jobs", 2, "--keep-going")
     assert proc.returncode == 1
     assert "stage 'mt-round-robin' FAILED" in proc.stderr and "stage 'mt-random' FAILED" in proc.stderr
     assert "stage 'mt-st' skipped: it needs 'mt-round-robin', which did not finish" in proc.stderr
@@ -175,13 +173,7 @@ def test_jobs_with_keep_going_skip_the_stages_that_need_a_failed_one(world, tmp_
 
 
 def test_jobs_stop_at_a_failure_once_the_stages_in_flight_end(world, tmp_path):
-    runs = tmp_path / "runs"
-    (runs / ".done").mkdir(parents=True)
-    for stage in STAGES:
-        if stage not in ("mt-round-robin", "mt-random", "mt-st", "results"):
-            (runs / ".done" / stage).touch()
-    proc = run_all("--profile", "full", "--jobs", 2, "--data-dir", world[1], "--weights", tmp_path / "no-weights",
-                   "--runs", runs)
+    runs, proc = run_to_fail(world, tmp_path, ("mt-round-robin", "mt-random", "mt-st", "results"), "--jobs", 2)
     assert proc.returncode == 1
     # both were started side by side; each names its log; nothing after them starts
     for stage in ("mt-round-robin", "mt-random"):
