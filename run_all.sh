@@ -74,18 +74,22 @@ if [ -n "$absent" ]; then
   echo "Put the CS224N CSVs there (e.g. ln -s ../shared/data data), or pass --data-dir DIR." >&2
   exit 1
 fi
-HAS_CUDA=$("$PY" -c "import torch; print(int(torch.cuda.is_available()))")
+# one look at the machine: CUDA or not, the default --jobs there, its CPU cores, torch
+read -r HAS_CUDA DEFAULT_JOBS CPUS TORCH <<EOF
+$("$PY" -c "import os, torch; c = torch.cuda.is_available()
+# on a GPU, one stage per 12 GiB of its memory, at most 4; on a CPU, one at a time
+jobs = max(1, min(4, torch.cuda.get_device_properties(0).total_memory // (12 * 2**30))) if c else 1
+print(int(c), jobs, os.cpu_count() or 1, 'torch', torch.__version__, 'cuda' if c else 'cpu')")
+EOF
 [ -n "$PROFILE" ] || { [ "$HAS_CUDA" = 1 ] && PROFILE=full || PROFILE=quick; }
 case "$PROFILE" in quick|full) ;; *) echo "run_all.sh: --profile is quick or full" >&2; exit 2 ;; esac
-if [ -z "$JOBS" ]; then  # default: one stage at a time on a CPU; on a GPU one per 12 GiB, at most 4
-  JOBS=$("$PY" -c "import torch; c = torch.cuda.is_available(); print(max(1, min(4, torch.cuda.get_device_properties(0).total_memory // (12 * 2**30))) if c else 1)")
-fi
+JOBS="${JOBS:-$DEFAULT_JOBS}"
 case "$JOBS" in ''|*[!0-9]*|0) echo "run_all.sh: --jobs takes a number, 1 or more" >&2; exit 2 ;; esac
 if [ "$JOBS" != 1 ] && [ -z "${OMP_NUM_THREADS:-}" ]; then  # share the CPU cores between the stages
-  export OMP_NUM_THREADS=$(( $("$PY" -c "import os; print(os.cpu_count() or 1)") / JOBS ))
+  export OMP_NUM_THREADS=$(( CPUS / JOBS ))
   [ "$OMP_NUM_THREADS" -gt 0 ] || OMP_NUM_THREADS=1
 fi
-echo "profile $PROFILE, $JOBS stage(s) at a time, data $DATA_DIR, weights $WEIGHTS, runs $RUNS, $("$PY" -c 'import torch; print("torch", torch.__version__, "cuda" if torch.cuda.is_available() else "cpu")')"
+echo "profile $PROFILE, $JOBS stage(s) at a time, data $DATA_DIR, weights $WEIGHTS, runs $RUNS, $TORCH"
 [ "$SETUP_ONLY" = 1 ] && exit 0
 
 # ---- the profiles: what each stage is given ------------------------------------------
@@ -250,7 +254,6 @@ while :; do
       run_stage "$i" & PIDS[$i]=$!; STATE[$i]=run; running=$((running + 1))
     fi
   done
-  [ "$STOPPING" = 1 ] && [ "$JOBS" = 1 ] && exit 1
   [ "$running" = 0 ] && { [ "$waiting" = 0 ] || [ "$STOPPING" = 1 ]; } && break
   sleep 1
 done
