@@ -96,6 +96,32 @@ def test_joint_pair_batches_equal_the_reference_pair_encoding(data, tok, tmp_pat
         sst.batches(4, joint=True)
 
 
+@pytest.mark.parametrize("joint", [False, True])
+def test_swap_reads_the_chosen_pairs_the_other_way_round(data, tok, joint):
+    """collate(swap=...) (train --random-pair-order) reads the pairs marked True as (s2, s1),
+    the others as they are; swapped() (evaluation's both_orders) reads them all so."""
+    ds = load_datasets(data, tok, splits=("train",))["train"]["para"]
+    idx, swap = [3, 0, 5, 1], [True, False, False, True]
+    got = ds.collate(idx, joint=joint, swap=swap)
+    for j, (i, flipped) in enumerate(zip(idx, swap)):
+        alone = (ds.swapped() if flipped else ds).collate([i], joint=joint)  # that pair, read as asked
+        for row, want in zip([j] if joint else [j, j + len(idx)], range(2)):  # joint: one row; else 2
+            n = int(alone["attention_mask"][want].sum())
+            assert int(got["attention_mask"][row].sum()) == n
+            for key in ("input_ids", "token_type_ids") if joint else ("input_ids",):
+                assert got[key][row, :n].tolist() == alone[key][want, :n].tolist()
+    assert ds.swapped().ids[0][3] == ds.ids[1][3] and torch.equal(got["labels"], ds.labels[idx])
+    same = lambda a, b: a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert same(ds.collate(idx, joint=joint, swap=[False] * 4), ds.collate(idx, joint=joint))
+    assert same(ds.collate(idx, joint=joint, swap=[True] * 4), ds.swapped().collate(idx, joint=joint))
+    assert not same(got, ds.collate(idx, joint=joint))
+    sst = load_datasets(data, tok, splits=("train",))["train"]["sst"]
+    with pytest.raises(ValueError, match="pairs"):
+        sst.collate([0], swap=[True])
+    with pytest.raises(ValueError, match="pairs"):
+        sst.swapped()
+
+
 def test_each_distinct_sentence_tokenized_once(data, tok):
     calls = []
 

@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 
 from minibert import evaluate, report, train
 from minibert.checkpoint import latest_checkpoint, read_safetensors
-from minibert.data import DataError, load_datasets
+from minibert.data import DataError, TaskDataset, load_datasets
 from minibert.heads import load_model
 from minibert.runtime import seed_everything
 from minibert.tokenizer import WordPieceTokenizer
@@ -144,6 +144,29 @@ def test_cross_paraphrase_head_trains_and_carries_through_stages(world, tmp_path
                     "--para-input", "cross", "--no-progress"])
 
 
+def test_random_pair_order_reads_about_half_the_training_pairs_the_other_way(world, tmp_path, monkeypatch):
+    """--random-pair-order: each training pair of both pair tasks is swapped with probability
+    1/2 (a fresh draw at every step); single sentences and runs without it are never swapped."""
+    calls, original = [], TaskDataset.collate
+
+    def spy(self, indices, joint=False, swap=None):
+        calls.append((self.task, swap))
+        return original(self, indices, joint=joint, swap=swap)
+
+    monkeypatch.setattr(TaskDataset, "collate", spy)
+    run(world, tmp_path / "plain", "--para-input", "cross", "--epochs", "1")
+    assert calls and all(swap is None for _, swap in calls)
+    calls.clear()
+    model = trained_model(world, tmp_path / "random", "--para-input", "cross", "--epochs", "2", "--random-pair-order")
+    swaps = {t: [s for task, swap in calls if task == t and swap is not None for s in swap] for t in ("para", "sts")}
+    assert all(swap is None for task, swap in calls if task == "sst")
+    for task, flags in swaps.items():
+        assert len(flags) >= 2 * 12 and 0.25 < sum(flags) / len(flags) < 0.75, (task, flags)
+    seed_everything(0)  # the run's initial heads
+    before = load_model(world[0], dropout=0.1, para_input="cross")
+    assert train_losses(model, world, ["para"])["para"] < train_losses(before, world, ["para"])["para"]
+
+
 def test_default_lr_schedule_trains_to_finite_weights(world, tmp_path):
     """The default schedule warms up from lr = 0 at the first step; that step must be a
     no-op, not NaN (parameters whose gradient is exactly zero, like attention key biases,
@@ -181,9 +204,9 @@ def test_pcgrad_plan_draws_equal_samples(world):
         assert sum(len(step[k][1]) for step in plan) == 20
 
 
-@pytest.mark.parametrize("schedule", ["round-robin", "pcgrad"])
-def test_resume_equals_uninterrupted_bitwise(world, tmp_path, schedule):
-    args = ["--epochs", "2", "--schedule", schedule]
+@pytest.mark.parametrize("schedule, extra", [("round-robin", []), ("pcgrad", ["--random-pair-order"])])
+def test_resume_equals_uninterrupted_bitwise(world, tmp_path, schedule, extra):
+    args = ["--epochs", "2", "--schedule", schedule, *extra]
     full = run(world, tmp_path / "full", *args)
     part = run(world, tmp_path / "part", *args, "--stop-after-step", "4")  # mid-epoch 1
     assert not (part / "summary.json").exists()
@@ -232,6 +255,36 @@ def test_predict_and_ensemble_commands(world, rr_run, tmp_path, capsys):
     got = json.loads((tmp_path / "ens" / "summary.json").read_text())["dev"]
     want = json.loads((rr_run / "summary.json").read_text())["dev"]
     assert got == pytest.approx(want, abs=1e-6)
+
+
+def test_both_orders_reads_each_pair_both_ways(world, rr_run, tmp_path):
+    """predict_dataset(both_orders=True): for a pair head that depends on the order, the mean
+    of its outputs for (s1, s2) and (s2, s1), which no longer depends on the order; the
+    paper's STS cosine, symmetric already, is read once."""
+    cpu = torch.device("cpu")
+    tok = WordPieceTokenizer.from_vocab(world[0] / "vocab.txt")
+    dev = load_datasets(world[1], tok, tasks=["para", "sts"], splits=("dev",))["dev"]
+    for pair_input in ("siamese", "cross"):
+        model = load_model(world[0], para_input=pair_input, sts_input=pair_input).eval()
+        for task, ds in dev.items():
+            one_way, other_way = (evaluate.predict_dataset(model, d, cpu) for d in (ds, ds.swapped()))
+            both = evaluate.predict_dataset(model, ds, cpu, both_orders=True)
+            if model.symmetric(task):
+                assert (task, pair_input) == ("sts", "siamese")
+                torch.testing.assert_close(other_way, one_way)
+                assert torch.equal(both, one_way)
+            else:
+                assert not torch.allclose(one_way, other_way, atol=1e-4)  # the head reads in order
+                assert torch.equal(both, (one_way + other_way) / 2)
+                assert torch.equal(evaluate.predict_dataset(model, ds.swapped(), cpu, both_orders=True), both)
+    ens = tmp_path / "ens"
+    assert evaluate.ensemble_main(["--checkpoints", str(rr_run / "best"), "--both-orders",
+                                   "--data-dir", str(world[1]), "--out", str(ens)]) == 0
+    summary = json.loads((ens / "summary.json").read_text())
+    assert summary["both_orders"] and report.method(summary) == "ensemble (members: PD 1, SST 1, STS 1, pairs read both ways)"
+    model, dev = load_model(rr_run / "best"), load_datasets(world[1], tok, splits=("dev",))["dev"]
+    want = evaluate.evaluate(model, dev, cpu, both_orders=True)[0]
+    assert summary["dev"] == pytest.approx(want, abs=1e-6)
 
 
 def test_bad_input(world, rr_run, tmp_path):

@@ -205,32 +205,53 @@ class TaskDataset:
         """Index batches of examples of similar length (little padding) for collate(idx, joint)."""
         return bucketed_batches(self.padded_lengths(joint), batch_size, shuffle=shuffle, generator=generator)
 
-    def collate(self, indices, joint=False) -> dict:
+    def collate(self, indices, joint=False, swap=None) -> dict:
+        """Tensors of the examples `indices` (see the class docstring). `swap`: pairs only, one
+        bool per example, True to read that pair the other way round, (s2, s1) (training with
+        a random pair order, train --random-pair-order)."""
+        if (joint or swap is not None) and self.n_sentences != 2:
+            raise ValueError(f"{self.task}: joint=True and swap need sentence pairs")
+        flip = list(swap) if swap is not None else [False] * len(indices)
+
+        def side(k, j):  # sentence k (0 or 1) of the batch's j-th pair, as it is to be read
+            return self.ids[1 - k if flip[j] else k][indices[j]]
+
+        B = len(indices)
         if joint:  # pairs joined into one sequence each (the cross-encoder's input)
-            if self.n_sentences != 2:
-                raise ValueError(f"{self.task}: joint=True needs sentence pairs")
-            ids, types = zip(*(join_pair(self.ids[0][i], self.ids[1][i]) for i in indices))
+            ids, types = zip(*(join_pair(side(0, j), side(1, j)) for j in range(B)))
             batch = pad_batch(ids, types, pad_id=self.pad_id)  # (B, T) with token types
         else:
-            rows = [self.ids[k][i] for k in range(self.n_sentences) for i in indices]
+            rows = [side(k, j) for k in range(self.n_sentences) for j in range(B)]
             batch = pad_batch(rows, pad_id=self.pad_id)  # (n_sentences * B, T)
             del batch["token_type_ids"]  # all zeros: every row is a single sentence
         if self.labelled:
             batch["labels"] = self.labels[indices]  # (B,)
         return batch
 
+    def _view(self, **changes) -> "TaskDataset":
+        """A copy sharing this one's tokens, with some attributes replaced."""
+        out = object.__new__(TaskDataset)
+        out.__dict__.update(self.__dict__, **changes)
+        return out
+
     def subset(self, n, seed=0) -> "TaskDataset":
         """A random subset of n examples (all if n is None or larger): for quick runs."""
         if n is None or n >= len(self):
             return self
         keep = sorted(torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n].tolist())
-        out = object.__new__(TaskDataset)
-        out.__dict__.update(self.__dict__)
-        out.example_ids = [self.example_ids[i] for i in keep]
-        out.ids = [[s[i] for i in keep] for s in self.ids]
-        out.labels = self.labels[keep] if self.labelled else None
-        out.lengths = [self.lengths[i] for i in keep]
-        return out
+        return self._view(example_ids=[self.example_ids[i] for i in keep], ids=[[s[i] for i in keep] for s in self.ids],
+                          labels=self.labels[keep] if self.labelled else None,
+                          lengths=[self.lengths[i] for i in keep])
+
+    def swapped(self) -> "TaskDataset":
+        """The same pairs read the other way round, (s2, s1), same ids and labels. Paraphrase
+        and similarity are symmetric, but a head may not be (a cross-encoder reads s1 first;
+        the siamese paraphrase head's features are [s1', s2', ...]): evaluation can ask both
+        ways and average (evaluate.predict_dataset, both_orders). `lengths` (the longer
+        sentence) and joined lengths do not change, so the batches are the same."""
+        if self.n_sentences != 2:
+            raise ValueError(f"{self.task}: swapped() needs sentence pairs")
+        return self._view(ids=self.ids[::-1])
 
 
 def load_datasets(folder, tokenizer, tasks=TASKS, splits=SPLITS, limit=None, max_length=128,

@@ -65,10 +65,19 @@ def inference_batch_size(device) -> int:
 
 
 @torch.inference_mode()
-def predict_dataset(model, ds: TaskDataset, device, batch_size=None):
+def predict_dataset(model, ds: TaskDataset, device, batch_size=None, both_orders=False):
     """Outputs for every example of `ds`, in its order: batches sorted by length (little
     padding), put back in order at the end. batch_size None: `inference_batch_size`.
-    `model` has predict(task, batch) and joint_input(task) (how it reads a pair)."""
+    `model` has predict(task, batch) and joint_input(task) (how it reads a pair), and for
+    both_orders symmetric(task).
+
+    both_orders (beyond the paper): paraphrase and similarity do not depend on which sentence
+    comes first, but a head may (see MultitaskBERT.symmetric). Then each pair is read both
+    ways, (s1, s2) and (s2, s1), and the two outputs averaged: a test-time augmentation that
+    makes the prediction symmetric, for twice the inference."""
+    if both_orders and ds.n_sentences == 2 and not model.symmetric(ds.task):
+        one_way = predict_dataset(model, ds, device, batch_size)
+        return (one_way + predict_dataset(model, ds.swapped(), device, batch_size)) / 2
     batch_size = batch_size or inference_batch_size(device)
     was_training = model.training
     model.eval()
@@ -115,9 +124,9 @@ def majority_baseline(train: dict, dev: dict) -> dict:
     return m
 
 
-def evaluate(model, datasets: dict, device, batch_size=None):
+def evaluate(model, datasets: dict, device, batch_size=None, both_orders=False):
     """{task: TaskDataset} -> ({"sst_acc", "para_acc", "sts_r", "overall"}, {task: outputs})."""
-    outputs = {t: predict_dataset(model, ds, device, batch_size) for t, ds in datasets.items()}
+    outputs = {t: predict_dataset(model, ds, device, batch_size, both_orders) for t, ds in datasets.items()}
     return metrics_from_outputs(outputs, datasets), outputs
 
 
@@ -146,6 +155,15 @@ def write_split_predictions(folder, split, datasets: dict, outputs: dict) -> lis
 # ---- command line ----------------------------------------------------------------------
 
 
+def inference_options(p) -> None:
+    """The options `predict` and `ensemble` share: where and how the models run."""
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, help="rows per batch (default: 256 on a GPU, 32 on a CPU)")
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--both-orders", action="store_true", help="pairs: average the outputs for (s1, s2) and "
+                   "(s2, s1) where the head is not symmetric (beyond the paper; twice the inference)")
+
+
 def predict_main(argv=None) -> int:
     """Write predictions of one checkpoint for any CSV in the CS224N format of a task."""
     p = argparse.ArgumentParser(prog="python -m minibert predict", description=predict_main.__doc__)
@@ -153,9 +171,7 @@ def predict_main(argv=None) -> int:
     p.add_argument("--task", required=True, choices=TASKS)
     p.add_argument("--input", required=True, help="a CSV of the task (labels optional)")
     p.add_argument("--output", required=True, help="the prediction CSV to write")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, help="rows per batch (default: 256 on a GPU, 32 on a CPU)")
-    p.add_argument("--max-length", type=int, default=128)
+    inference_options(p)
     args = p.parse_args(argv)
     device = pick_device(args.device)
     model = load_model(args.checkpoint).to(device)
@@ -163,7 +179,7 @@ def predict_main(argv=None) -> int:
         raise SystemExit(f"{args.checkpoint} was trained for {', '.join(model.tasks)} only, not {args.task}")
     tok = WordPieceTokenizer.from_vocab(vocab_path(args.checkpoint))
     ds = _read_any(args.input, args.task, tok, args.max_length)
-    out = predict_dataset(model, ds, device, args.batch_size)
+    out = predict_dataset(model, ds, device, args.batch_size, args.both_orders)
     write_predictions(args.output, args.task, ds.example_ids, out)
     msg = f"wrote {len(ds)} predictions to {args.output}"
     if ds.labelled:
@@ -189,10 +205,8 @@ def ensemble_main(argv=None) -> int:
     p.add_argument("--checkpoints", nargs="+", required=True, help="MultitaskBERT folders")
     p.add_argument("--out", required=True, help="folder for summary.json and predictions/")
     p.add_argument("--data-dir")
-    p.add_argument("--device", default="auto")
     p.add_argument("--limit", type=int, help="at most this many examples per task and split")
-    p.add_argument("--batch-size", type=int, help="rows per batch (default: 256 on a GPU, 32 on a CPU)")
-    p.add_argument("--max-length", type=int, default=128)
+    inference_options(p)
     args = p.parse_args(argv)
     from minibert.checkpoint import write_json
 
@@ -207,7 +221,8 @@ def ensemble_main(argv=None) -> int:
                              limit=args.limit, max_length=args.max_length)
         for split in sets:
             for task, ds in sets[split].items():
-                sums[split, task] = sums.get((split, task), 0) + predict_dataset(model, ds, device, args.batch_size)
+                out = predict_dataset(model, ds, device, args.batch_size, args.both_orders)
+                sums[split, task] = sums.get((split, task), 0) + out
                 counts[split, task] = counts.get((split, task), 0) + 1
                 data.setdefault(split, {})[task] = ds  # ids and labels: the same in every vocabulary
         del model
@@ -224,7 +239,7 @@ def ensemble_main(argv=None) -> int:
     # summary.json in the stages' format, so `python -m minibert results` lists the ensemble
     members = {t: counts["dev", t] for t in outputs["dev"]}  # checkpoints averaged per task
     write_json({"name": out.name, "stage": "ensemble", "schedule": None, "checkpoints": args.checkpoints,
-                "members": members, "dev": metrics, "majority": majority_baseline(train, data["dev"]),
+                "members": members, "both_orders": args.both_orders, "dev": metrics, "majority": majority_baseline(train, data["dev"]),
                 "device": device_name(device), "torch": torch.__version__,
                 "wall_time_s": time.perf_counter() - t0}, out / "summary.json")
     print(f"ensemble of {len(args.checkpoints)} ({', '.join(f'{t}: {n}' for t, n in members.items())}) dev:",

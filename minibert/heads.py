@@ -125,6 +125,12 @@ class MultitaskBERT(nn.Module):
         """Does `task` read its pairs as one joined sequence (data.py's collate(joint=True))?"""
         return {"para": self.para_input, "sts": self.sts_input}.get(task) == "cross"
 
+    def symmetric(self, task) -> bool:
+        """Does `task`'s head give a pair (s1, s2) the output of (s2, s1)? Only the paper's STS
+        cosine does; the siamese paraphrase head reads [s1', s2', ...] in order, and a
+        cross-encoder reads s1 first (evaluate.predict_dataset's both_orders)."""
+        return task == "sts" and self.sts_input == "siamese"
+
     def freeze_encoder(self, frozen=True):
         """Freeze BERT (baseline and single-task stages): no gradients, and kept in eval mode
         so its outputs are deterministic features (no dropout) and it runs under no_grad."""

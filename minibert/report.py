@@ -47,6 +47,8 @@ def method(run) -> str:
         details.append("members: " + ", ".join(f"{name} {run['members'][task]}" for task, name
                                                in (("para", "PD"), ("sst", "SST"), ("sts", "STS"))
                                                if task in run["members"]))
+    if run.get("both_orders"):
+        details.append("pairs read both ways")
     return run["stage"] + (f" ({', '.join(details)})" if details else "")
 
 

@@ -105,6 +105,9 @@ def parse_args(argv):
     p.add_argument("--sts-input", choices=MultitaskBERT.PAIR_INPUTS, help="STS head: siamese (the "
                    "paper's cosine) or cross (5 sigmoid(linear) of the joined pair, beyond the paper; "
                    "default: siamese, or the --weights checkpoint's)")
+    p.add_argument("--random-pair-order", action="store_true", help="read each training pair as (s1, s2) "
+                   "or (s2, s1) at random (beyond the paper: both tasks are symmetric, a cross-encoder "
+                   "head is not)")
     p.add_argument("--tasks", default="para,sst,sts", help="the tasks to train and evaluate, e.g. sts "
                    "for the similarity task alone")
     p.add_argument("--sts-loss", choices=STS_LOSSES, default="mse", help="STS training loss: the paper's "
@@ -225,7 +228,12 @@ def train_step(model, step_tasks, train, device, args, shared, heads, step) -> d
     """Forward, backward and gradient merge for one step; returns {task: loss (0-dim)}."""
     losses = {}
     for task, idx in step_tasks:
-        batch = train[task].collate(idx, joint=model.joint_input(task))
+        swap = None
+        if args.random_pair_order and train[task].n_sentences == 2:
+            # each pair read either way round with probability 1/2, fixed by (seed, step, task)
+            g = torch.Generator().manual_seed(args.seed * 100_003 + 7919 * step + 2 + TASKS.index(task))
+            swap = (torch.rand(len(idx), generator=g) < 0.5).tolist()
+        batch = train[task].collate(idx, joint=model.joint_input(task), swap=swap)
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with autocast(device, args.amp):
             losses[task] = model.loss(task, batch, sts_loss=args.sts_loss)
