@@ -95,7 +95,7 @@ echo "profile $PROFILE, $JOBS stage(s) at a time, data $DATA_DIR, weights $WEIGH
 # ---- the profiles: what each stage is given ------------------------------------------
 if [ "$PROFILE" = quick ]; then
   # train --quick: subsets, smaller batches, a larger step for the heads (minibert/train.py QUICK)
-  LIMIT="--limit ${MINIBERT_QUICK_LIMIT:-500}"        # examples per task and split
+  LIMIT="--limit ${MINIBERT_QUICK_LIMIT:-400}"        # examples per task and split
   MT_EPOCHS=2 ST_EPOCHS=1 PT_ARGS="--limit 2000 --epochs 1 --head-warmup-steps 6"  # 16 steps
   QUICK_TRAIN="--quick"
   SENT_ARGS="--epochs 2 --lr 1e-4 --limit ${MINIBERT_QUICK_SENT_LIMIT:-500}"
