@@ -158,6 +158,8 @@ def test_random_pair_order_reads_about_half_the_training_pairs_the_other_way(wor
     assert calls and all(swap is None for _, swap in calls)
     calls.clear()
     model = trained_model(world, tmp_path / "random", "--para-input", "cross", "--epochs", "2", "--random-pair-order")
+    summary = json.loads((tmp_path / "random" / "summary.json").read_text())
+    assert report.method(summary) == "multitask (round-robin, cross-encoder PD head, pairs in random order)"
     swaps = {t: [s for task, swap in calls if task == t and swap is not None for s in swap] for t in ("para", "sts")}
     assert all(swap is None for task, swap in calls if task == "sst")
     for task, flags in swaps.items():

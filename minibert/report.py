@@ -43,6 +43,8 @@ def method(run) -> str:
         details.append(" + ".join(config["tasks"]) + " only")
     if config.get("sts_loss", "mse") != "mse":
         details.append(f"STS loss {config['sts_loss']}")
+    if config.get("random_pair_order"):
+        details.append("pairs in random order")
     if run.get("members"):  # an ensemble: how many of its checkpoints vote on each task
         details.append("members: " + ", ".join(f"{name} {run['members'][task]}" for task, name
                                                in (("para", "PD"), ("sst", "SST"), ("sts", "STS"))
