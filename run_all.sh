@@ -4,7 +4,7 @@
 #   bash run_all.sh [--profile quick|full] [--jobs N] [--force] [--only STAGE] [--keep-going]
 #                   [--data-dir DIR] [--weights DIR] [--runs DIR] [--setup-only]
 #
-# Profiles: quick (the default without CUDA: every stage on subsets, about 13 minutes on
+# Profiles: quick (the default without CUDA: every stage on subsets, about 14 minutes on
 # 2 CPU cores) and full (the default with CUDA: the whole table on one GPU, plus two more
 # seeds of the best pipeline and their ensemble).
 # Each stage writes its outputs under runs/ and a marker runs/.done/STAGE when complete;
