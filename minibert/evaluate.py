@@ -221,8 +221,8 @@ def ensemble_main(argv=None) -> int:
                              limit=args.limit, max_length=args.max_length)
         for split in sets:
             for task, ds in sets[split].items():
-                out = predict_dataset(model, ds, device, args.batch_size, args.both_orders)
-                sums[split, task] = sums.get((split, task), 0) + out
+                pred = predict_dataset(model, ds, device, args.batch_size, args.both_orders)
+                sums[split, task] = sums.get((split, task), 0) + pred
                 counts[split, task] = counts.get((split, task), 0) + 1
                 data.setdefault(split, {})[task] = ds  # ids and labels: the same in every vocabulary
         del model
@@ -239,7 +239,8 @@ def ensemble_main(argv=None) -> int:
     # summary.json in the stages' format, so `python -m minibert results` lists the ensemble
     members = {t: counts["dev", t] for t in outputs["dev"]}  # checkpoints averaged per task
     write_json({"name": out.name, "stage": "ensemble", "schedule": None, "checkpoints": args.checkpoints,
-                "members": members, "both_orders": args.both_orders, "dev": metrics, "majority": majority_baseline(train, data["dev"]),
+                "members": members, "both_orders": args.both_orders, "dev": metrics,
+                "majority": majority_baseline(train, data["dev"]),
                 "device": device_name(device), "torch": torch.__version__,
                 "wall_time_s": time.perf_counter() - t0}, out / "summary.json")
     print(f"ensemble of {len(args.checkpoints)} ({', '.join(f'{t}: {n}' for t, n in members.items())}) dev:",
