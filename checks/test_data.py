@@ -74,21 +74,24 @@ def test_pair_batches_stack_both_sentences(data, tok):
 
 def test_joint_pair_batches_equal_the_reference_pair_encoding(data, tok, tmp_path):
     """collate(joint=True) (the cross-encoder's input) against the Hugging Face tokenizers'
-    own encoding of the pair: the same ids and token types, row by row."""
+    own encoding of the pair: the same ids and token types, row by row; with swap, the
+    pairs marked True against its encoding of (s2, s1)."""
     tokenizers = pytest.importorskip("tokenizers")
     (tmp_path / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
     ref = tokenizers.BertWordPieceTokenizer(str(tmp_path / "vocab.txt"), lowercase=True)
     pairs = read_examples(data / "quora-train.csv", "para")
     ds = TaskDataset("para", pairs, tok)
     idx = [3, 0, 5, 1]
-    batch = ds.collate(idx, joint=True)
-    assert batch["input_ids"].shape[0] == 4 and batch["labels"].shape == (4,)
-    for row, i in enumerate(idx):
-        n = int(batch["attention_mask"][row].sum())
-        want = ref.encode(*pairs[i].texts)
-        assert batch["input_ids"][row, :n].tolist() == want.ids
-        assert batch["token_type_ids"][row, :n].tolist() == want.type_ids
-        assert batch["input_ids"][row, n:].eq(tok.pad_id).all() and batch["token_type_ids"][row, n:].eq(0).all()
+    for swap in (None, [True, False, False, True]):
+        batch = ds.collate(idx, joint=True, swap=swap)
+        assert batch["input_ids"].shape[0] == 4 and batch["labels"].shape == (4,)
+        for row, i in enumerate(idx):
+            n = int(batch["attention_mask"][row].sum())
+            texts = pairs[i].texts[::-1] if swap and swap[row] else pairs[i].texts
+            want = ref.encode(*texts)
+            assert batch["input_ids"][row, :n].tolist() == want.ids
+            assert batch["token_type_ids"][row, :n].tolist() == want.type_ids
+            assert batch["input_ids"][row, n:].eq(tok.pad_id).all() and batch["token_type_ids"][row, n:].eq(0).all()
     sst = load_datasets(data, tok, splits=("train",))["train"]["sst"]
     with pytest.raises(ValueError, match="pairs"):
         sst.collate([0], joint=True)
