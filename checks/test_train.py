@@ -3,6 +3,7 @@
 Everything runs on a tiny random BERT and tiny CSVs (checks/tiny_world.py), on the CPU.
 """
 
+import copy
 import csv
 import json
 import os
@@ -18,6 +19,7 @@ from minibert import evaluate, report, train
 from minibert.checkpoint import latest_checkpoint, read_safetensors
 from minibert.data import DataError, TaskDataset, load_datasets
 from minibert.heads import load_model
+from minibert.optim import AdamW
 from minibert.runtime import seed_everything
 from minibert.tokenizer import WordPieceTokenizer
 from tiny_world import make_world
@@ -179,6 +181,35 @@ def test_default_lr_schedule_trains_to_finite_weights(world, tmp_path):
     assert train.main(argv) == 0
     model = load_model(tmp_path / "d" / "best")
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_layer_lr_decay_gives_each_layer_its_step(world):
+    """--layer-lr-decay d: the top layer and the pooler learn at --lr, each layer below at d times
+    the one above it, the embeddings at lr * d^N; d = 1 keeps the one group of before. Checked
+    through the optimizer: Adam's first step moves every weight by its group's lr (|m / sqrt(v)| = 1)."""
+    model = load_model(world[0])
+    n = model.bert.config.num_hidden_layers
+
+    def first_step_sizes(decay):
+        bert = copy.deepcopy(model.bert)
+        before = {name: p.detach().clone() for name, p in bert.named_parameters()}
+        groups = train.encoder_groups(bert, 1e-2, decay)
+        for p in bert.parameters():
+            p.grad = torch.randn_like(p)
+        AdamW(groups, lr=1e-2, weight_decay=0.0, eps=1e-12).step()
+        return len(groups), {name: (p.detach() - before[name]).abs() for name, p in bert.named_parameters()}
+
+    n_groups, moved = first_step_sizes(0.5)
+    assert n_groups == n + 1  # the embeddings and N layers; the pooler joins the top one
+    for name, step in moved.items():
+        depth = int(name.split(".")[2]) + 1 if name.startswith("encoder.") else 0 if name.startswith("emb") else n
+        torch.testing.assert_close(step, torch.full_like(step, 1e-2 * 0.5 ** (n - depth)), rtol=1e-4, atol=0)
+    n_groups, moved = first_step_sizes(1.0)
+    assert n_groups == 1 and all(torch.allclose(step, torch.full_like(step, 1e-2)) for step in moved.values())
+    model.freeze_encoder(True)
+    assert train.encoder_groups(model.bert, 1e-2, 0.5) == []
+    with pytest.raises(SystemExit, match="layer-lr-decay"):
+        train.parse_args(["--out", "x", "--layer-lr-decay", "0"])
 
 
 def test_random_schedule_follows_the_probabilities(world):

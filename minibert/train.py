@@ -90,6 +90,8 @@ def parse_args(argv):
     p.add_argument("--head-lr", type=float, default=1e-3,
                    help="the heads' learning rate: they start from random, so they need a larger one "
                    "than the pretrained encoder (with 5e-5 the paraphrase head barely leaves its prior)")
+    p.add_argument("--layer-lr-decay", type=float, default=1.0, help="layer-wise lr decay: each encoder "
+                   "layer learns at this times the lr of the one above it (the top one at --lr); 1: off")
     p.add_argument("--lr-schedule", choices=("constant", "linear"), default="linear")
     p.add_argument("--warmup", type=float, default=0.1, help="fraction of steps of linear warm-up")
     p.add_argument("--batch-size", type=int, default=32)
@@ -138,6 +140,8 @@ def parse_args(argv):
     args.task_probs = parse_task_probs(args.task_probs)
     args.task_order = parse_task_order(args.task_order)
     args.tasks = parse_tasks(args.tasks)
+    if not 0 < args.layer_lr_decay <= 1:
+        raise SystemExit(f"--layer-lr-decay {args.layer_lr_decay}: expected 0 < d <= 1 (1: off)")
     return args
 
 
@@ -337,6 +341,32 @@ def main(argv=None) -> int:
     return 0
 
 
+def encoder_groups(bert, lr: float, layer_decay: float = 1.0) -> list:
+    """The optimizer's parameter groups for the encoder's trainable parameters (none when frozen).
+
+    layer_decay 1.0: one group at `lr`, as in the paper. Below 1: layer-wise learning-rate decay
+    (Sun et al. 2019, "How to Fine-Tune BERT for Text Classification?", section 5.3): the top
+    layer (and the pooler) learns at lr, each layer below at layer_decay times the one above it,
+    the embeddings at lr * layer_decay^N. Lower layers hold the most general features (here also
+    what MiniLM's sentence-embedding training put there), so they are moved least."""
+    named = [(name, p) for name, p in bert.named_parameters() if p.requires_grad]
+    if not named:
+        return []
+    if layer_decay == 1.0:
+        return [{"params": [p for _, p in named], "lr": lr}]
+    n_layers = bert.config.num_hidden_layers
+
+    def depth(name):  # embeddings 0, encoder.layer.i i + 1, the pooler on top (N)
+        if name.startswith("encoder.layer."):
+            return int(name.split(".")[2]) + 1
+        return 0 if name.startswith("embeddings.") else n_layers
+
+    by_depth = {}
+    for name, p in named:
+        by_depth.setdefault(depth(name), []).append(p)
+    return [{"params": ps, "lr": lr * layer_decay ** (n_layers - d)} for d, ps in sorted(by_depth.items())]
+
+
 def run(args) -> MultitaskBERT:
     """Train as `args` (from parse_args) say; returns the model as it is at the end."""
     out = Path(args.out)
@@ -364,7 +394,7 @@ def run(args) -> MultitaskBERT:
         torch.manual_seed(args.seed + 1_000_003 * rank)  # but each process its own dropout
     shared = [p for p in model.bert.parameters() if p.requires_grad]
     heads = [p for t in TASKS for p in model.head_parameters(t)]
-    groups = [{"params": heads, "lr": args.head_lr}] + ([{"params": shared, "lr": args.lr}] if shared else [])
+    groups = [{"params": heads, "lr": args.head_lr}] + encoder_groups(model.bert, args.lr, args.layer_lr_decay)
     optimizer = AdamW(groups, lr=args.lr, weight_decay=args.weight_decay, foreach=True)
     # with BERT frozen, a task whose head has no parameters (the paper's STS) has nothing to train
     trainable = {t: ds for t, ds in train.items() if not frozen or model.head_parameters(t)}
