@@ -238,7 +238,7 @@ def test_pcgrad_plan_draws_equal_samples(world):
         assert sum(len(step[k][1]) for step in plan) == 20
 
 
-@pytest.mark.parametrize("schedule, extra", [("round-robin", []), ("pcgrad", ["--random-pair-order"])])
+@pytest.mark.parametrize("schedule, extra", [("round-robin", ["--layer-lr-decay", "0.5"]), ("pcgrad", ["--random-pair-order"])])
 def test_resume_equals_uninterrupted_bitwise(world, tmp_path, schedule, extra):
     args = ["--epochs", "2", "--schedule", schedule, *extra]
     full = run(world, tmp_path / "full", *args)
