@@ -449,10 +449,10 @@ def test_results_table_of_a_one_task_run():
             "dev": {"sst_acc": 0.45, "para_acc": 0.80, "sts_r": 0.87, "overall": 0.707},
             "majority": {"sst_acc": 0.25, "para_acc": 0.63, "sts_r": 0.0, "overall": 0.293}}
     alone = {"name": "sts", "stage": "multitask", "schedule": "round-robin",
-             "config": {"tasks": ["sts"], "sts_loss": "cosent"},
+             "config": {"tasks": ["sts"], "sts_loss": "cosent", "layer_lr_decay": 0.8},
              "dev": {"sts_r": 0.86, "overall": 0.86}, "majority": {"sts_r": 0.0, "overall": 0.0}}
     md = report.table([full, alone])
-    assert "| sts | multitask (round-robin, sts only, STS loss cosent) | - | - | 0.860 | - |" in md
+    assert "| sts | multitask (round-robin, sts only, STS loss cosent, layer lr decay 0.8) | - | - | 0.860 | - |" in md
     assert md.count("| majority class |") == 1 and "| 0.630 | 0.250 | 0.000 | 0.293 |" in md
     assert report.table([alone]).count("| majority class |") == 1  # alone, its own floor
     ensemble = {**full, "name": "ens", "stage": "ensemble", "schedule": None,

@@ -347,8 +347,8 @@ def encoder_groups(bert, lr: float, layer_decay: float = 1.0) -> list:
     layer_decay 1.0: one group at `lr`, as in the paper. Below 1: layer-wise learning-rate decay
     (Sun et al. 2019, "How to Fine-Tune BERT for Text Classification?", section 5.3): the top
     layer (and the pooler) learns at lr, each layer below at layer_decay times the one above it,
-    the embeddings at lr * layer_decay^N. Lower layers hold the most general features (here also
-    what MiniLM's sentence-embedding training put there), so they are moved least."""
+    the embeddings at lr * layer_decay^N. Lower layers hold the most general features, so they
+    are moved least."""
     named = [(name, p) for name, p in bert.named_parameters() if p.requires_grad]
     if not named:
         return []
