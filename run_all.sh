@@ -5,8 +5,8 @@
 #                   [--data-dir DIR] [--weights DIR] [--runs DIR] [--setup-only]
 #
 # Profiles: quick (the default without CUDA: every stage on subsets, about 14 minutes on
-# 2 CPU cores) and full (the default with CUDA: the whole table on one GPU, plus two more
-# seeds of the best pipeline and their ensemble).
+# 2 CPU cores, up to 16 on a slow day) and full (the default with CUDA: the whole table on
+# one GPU, plus two more seeds of the best pipeline and their ensemble).
 # Each stage writes its outputs under runs/ and a marker runs/.done/STAGE when complete;
 # a re-run skips completed stages (--force runs them again). The first failing stage stops
 # the run with the stage's name and the path of its log (--keep-going: runs the stages after
