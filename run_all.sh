@@ -74,12 +74,14 @@ if [ -n "$absent" ]; then
   echo "Put the CS224N CSVs there (e.g. ln -s ../shared/data data), or pass --data-dir DIR." >&2
   exit 1
 fi
-# one look at the machine: CUDA or not, the default --jobs there, its CPU cores, torch
-read -r HAS_CUDA DEFAULT_JOBS CPUS TORCH <<EOF
+# one look at the machine: CUDA or not, the default --jobs there, its CPU cores, torch; and
+# the quick subsets' size, which train --quick owns (minibert/train.py QUICK)
+read -r HAS_CUDA DEFAULT_JOBS CPUS QUICK_LIMIT TORCH <<EOF
 $("$PY" -c "import os, torch; c = torch.cuda.is_available()
+from minibert.train import QUICK
 # on a GPU, one stage per 12 GiB of its memory, at most 4; on a CPU, one at a time
 jobs = max(1, min(4, torch.cuda.get_device_properties(0).total_memory // (12 * 2**30))) if c else 1
-print(int(c), jobs, os.cpu_count() or 1, 'torch', torch.__version__, 'cuda' if c else 'cpu')")
+print(int(c), jobs, os.cpu_count() or 1, QUICK['limit'], 'torch', torch.__version__, 'cuda' if c else 'cpu')")
 EOF
 [ -n "$PROFILE" ] || { [ "$HAS_CUDA" = 1 ] && PROFILE=full || PROFILE=quick; }
 case "$PROFILE" in quick|full) ;; *) echo "run_all.sh: --profile is quick or full" >&2; exit 2 ;; esac
@@ -95,7 +97,7 @@ echo "profile $PROFILE, $JOBS stage(s) at a time, data $DATA_DIR, weights $WEIGH
 # ---- the profiles: what each stage is given ------------------------------------------
 if [ "$PROFILE" = quick ]; then
   # train --quick: subsets, smaller batches, a larger step for the heads (minibert/train.py QUICK)
-  LIMIT="--limit ${MINIBERT_QUICK_LIMIT:-400}"        # examples per task and split
+  LIMIT="--limit ${MINIBERT_QUICK_LIMIT:-$QUICK_LIMIT}"  # examples per task and split
   MT_EPOCHS=2 ST_EPOCHS=1 PT_ARGS="--limit 2000 --epochs 1 --head-warmup-steps 6"  # 16 steps
   QUICK_TRAIN="--quick"
   SENT_ARGS="--epochs 2 --lr 1e-4 --limit ${MINIBERT_QUICK_SENT_LIMIT:-500}"
