@@ -361,6 +361,13 @@ def test_a_cross_sts_specialist_joins_an_ensemble_for_sts_only(world, rr_run, tm
     model = load_model(spec / "best")
     assert (model.tasks, model.sts_input) == (["sts"], "cross")
     assert load_model(rr_run / "best").tasks == ["sst", "para", "sts"]
+    # from a checkpoint of all three: a fine-tuned encoder keeps only the task trained on it,
+    # a frozen one the checkpoint's tasks too
+    tuned = run(world, tmp_path / "tuned", "--tasks", "sts", "--weights", str(rr_run / "best"))
+    assert load_model(tuned / "best").tasks == ["sts"]
+    frozen = run(world, tmp_path / "frozen", "--stage", "single-task", "--tasks", "sst",
+                 "--weights", str(rr_run / "best"))
+    assert load_model(frozen / "best").tasks == ["sst", "para", "sts"]
     seed_everything(0)  # the run's initial heads
     before = load_model(world[0], dropout=0.1, sts_input="cross")
     assert train_losses(model, world, ["sts"])["sts"] < train_losses(before, world, ["sts"])["sts"]

@@ -105,14 +105,15 @@ class MultitaskBERT(nn.Module):
         """The tasks the heads were trained for, in TASKS order (heads.json keeps them)."""
         return self.hparams["tasks"]
 
-    def add_tasks(self, tasks):
-        """Record that the model is trained for `tasks` too (saved in heads.json). An ensemble
-        averages each task over its members trained for it, so a one-task specialist (train
-        --tasks sts) can join one without its untrained heads voting on the other tasks."""
+    def add_tasks(self, tasks, keep=True):
+        """Record that the model is trained for `tasks` too (saved in heads.json); keep=False:
+        for `tasks` alone. An ensemble averages each task over its members trained for it, so
+        a one-task specialist (train --tasks sts) can join one without its untrained heads
+        voting on the other tasks."""
         unknown = set(tasks) - set(TASKS)
         if unknown:
             raise ValueError(f"unknown task {sorted(unknown)[0]!r}: expected some of {TASKS}")
-        self.hparams["tasks"] = [t for t in TASKS if t in self.tasks or t in tasks]
+        self.hparams["tasks"] = [t for t in TASKS if (keep and t in self.tasks) or t in tasks]
 
     def head_parameters(self, task):
         """The parameters only `task` uses (the paper's STS has none)."""

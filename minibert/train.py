@@ -386,9 +386,12 @@ def run(args) -> MultitaskBERT:
 
     model = load_model(weights, dropout=args.dropout, alpha1=args.alpha1, alpha2=args.alpha2,
                        para_input=args.para_input or "siamese", sts_input=args.sts_input or "siamese").to(device)
-    model.add_tasks(args.tasks)  # what an ensemble may take from its checkpoints
-    check_pair_inputs(args, model, weights, data)
     frozen = args.stage != "multitask"
+    # What an ensemble may take from this run's checkpoints: the tasks trained here, and, with
+    # the encoder frozen, those that --weights was trained for. A fine-tuned encoder no longer
+    # fits the heads of the tasks it was not trained on here.
+    model.add_tasks(args.tasks, keep=frozen)
+    check_pair_inputs(args, model, weights, data)
     model.freeze_encoder(frozen)
     if rank:
         torch.manual_seed(args.seed + 1_000_003 * rank)  # but each process its own dropout
