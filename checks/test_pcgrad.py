@@ -1,11 +1,14 @@
-"""PCGrad (minibert/pcgrad.py) against its definition and a float64 brute-force transcription."""
+"""PCGrad (minibert/pcgrad.py) against its definition and a float64 brute-force transcription:
+the readable path (pcgrad_project) and the fast one (pcgrad_weights on the Gram matrix, which
+pc_backward uses), each against the brute force."""
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
-from minibert.pcgrad import pc_backward, pcgrad_project
+from minibert.pcgrad import TINY_SQ_NORM, pc_backward, pcgrad_project, pcgrad_weights
 
 finite = st.floats(-10, 10, allow_nan=False, width=32)
 
@@ -87,7 +90,65 @@ def toy_losses(shared, heads, seed=1):
     return [((h(torch.tanh(shared(x))) - t) ** 2).mean() for h, t in zip(heads, targets)]
 
 
-def test_pc_backward_projects_shared_and_keeps_heads_separate():
+@settings(max_examples=200, deadline=None)
+@given(task_grads(), st.integers(0, 2**31 - 1))
+def test_gram_weights_equal_brute_force(g, seed):
+    """The fast path's algorithm alone, on the exact Gram matrix: sum_k w[k] g_k is the sum of
+    the projected gradients, with the same random orders."""
+    g64 = g.astype(np.float64)
+    w = pcgrad_weights(torch.from_numpy(g64 @ g64.T), torch.Generator().manual_seed(seed))
+    ref, _ = brute_force(g, seed)
+    expected = np.sum(ref, axis=0)
+    np.testing.assert_allclose(w.numpy() @ g64, expected, rtol=1e-6, atol=1e-6 * (1 + np.abs(expected).max()))
+
+
+@settings(max_examples=100, deadline=None)
+@given(arrays(np.float64, (3, 3), elements=st.floats(0, 10)), st.integers(0, 1000))
+def test_gram_weights_without_conflicts_are_ones(gram, seed):
+    """No negative dot product: nothing is projected, every task counts once, exactly."""
+    w = pcgrad_weights(torch.from_numpy(gram + gram.T), torch.Generator().manual_seed(seed))
+    assert w.tolist() == [1.0, 1.0, 1.0]
+
+
+def linear_losses(grads, shapes):
+    """Parameters of the given shapes, and K losses sum(p * g_k) whose gradients are the rows
+    of `grads` (K, P) exactly, cut into those shapes."""
+    params = [torch.zeros(s, requires_grad=True) for s in shapes]
+    sizes = [int(np.prod(s)) for s in shapes]
+    losses = [sum((p * c.reshape(p.shape)).sum() for p, c in zip(params, torch.from_numpy(row).split(sizes)))
+              for row in grads]
+    return params, losses
+
+
+@settings(max_examples=200, deadline=None)
+@given(task_grads(), st.integers(0, 2**31 - 1), st.data())
+def test_pc_backward_fast_path_equals_brute_force(g, seed, data):
+    """pc_backward's default path, through autograd, with the gradient cut into parameters
+    of several shapes: the Gram matrix is summed parameter by parameter."""
+    cuts = sorted(data.draw(st.sets(st.integers(1, g.shape[1] - 1), max_size=3))) if g.shape[1] > 1 else []
+    bounds = [0, *cuts, g.shape[1]]
+    shapes = [(b - a,) if k % 2 else (1, b - a) for k, (a, b) in enumerate(zip(bounds, bounds[1:]))]
+    params, losses = linear_losses(g, shapes)
+    pc_backward(losses, params, generator=torch.Generator().manual_seed(seed))
+    got = torch.cat([p.grad.reshape(-1) for p in params]).double().numpy()
+    ref, _ = brute_force(g, seed)
+    expected = np.sum(ref, axis=0)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * (1 + np.abs(expected).max()))
+
+
+def test_pc_backward_takes_the_float64_path_for_tiny_gradients():
+    """Gradients of about 1e-22: their float32 squares (1e-44) fall below float32's normal
+    range, so the Gram matrix would be wrong; the step must still project exactly."""
+    g = np.array([[1.0, 1.0, 0.5], [-1.0, 0.0, 0.25]], dtype=np.float32) * np.float32(1e-22)
+    params, losses = linear_losses(g, [(3,)])
+    assert float(np.sum(g[1].astype(np.float64) ** 2)) < TINY_SQ_NORM
+    pc_backward(losses, params, generator=torch.Generator().manual_seed(0))
+    expected = np.sum(brute_force(g, 0)[0], axis=0)
+    np.testing.assert_allclose(params[0].grad.double().numpy(), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_pc_backward_projects_shared_and_keeps_heads_separate(fast):
     shared, heads = toy_model()
     losses = toy_losses(shared, heads)
     sp, hp = list(shared.parameters()), list(heads.parameters())
@@ -95,7 +156,7 @@ def test_pc_backward_projects_shared_and_keeps_heads_separate():
     per_task = [torch.autograd.grad(l, sp + hp, retain_graph=True, allow_unused=True) for l in losses]
     flat_shared = [torch.cat([g.reshape(-1) for g in gs[:len(sp)]]) for gs in per_task]
     expected = torch.stack(pcgrad_project(flat_shared, torch.Generator().manual_seed(3))).sum(0)
-    pc_backward(losses, sp, hp, generator=torch.Generator().manual_seed(3))
+    pc_backward(losses, sp, hp, generator=torch.Generator().manual_seed(3), fast=fast)
     got = torch.cat([p.grad.reshape(-1) for p in sp])
     assert torch.allclose(got, expected, atol=1e-7)
     for k, head in enumerate(heads):  # a head's gradient is its own task's, untouched
