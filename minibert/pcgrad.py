@@ -67,6 +67,24 @@ def pcgrad_project(grads, generator=None):
     # END SOLUTION
 
 
+def pcgrad_weights(gram, generator=None):
+    """The fast path: Algorithm 1 on the K x K Gram matrix gram[i, j] = g_i . g_j (float64, on
+    the CPU). Returns w (K,) with sum_i g_i' = sum_k w[k] g_k. The same generator gives the
+    same projection orders as `pcgrad_project`, so both return the same update."""
+    # BEGIN SOLUTION
+    k = len(gram)
+    coeffs = torch.eye(k, dtype=gram.dtype)  # (K, K) row i: g_i' = sum_k coeffs[i, k] g_k
+    sq_norms = gram.diagonal().clamp_min(1e-300)  # (K,) |g_j|^2
+    for i in range(k):
+        others = [j for j in range(k) if j != i]
+        order = torch.randperm(len(others), generator=generator).tolist()
+        for j in (others[m] for m in order):
+            dot = coeffs[i] @ gram[:, j]  # g_i' . g_j = sum_k coeffs[i, k] (g_k . g_j)
+            coeffs[i, j] -= dot.clamp(max=0) / sq_norms[j]  # g_i' <- g_i' - coef g_j
+    return coeffs.sum(0)  # (K,) sum_i g_i' = sum_k (sum_i coeffs[i, k]) g_k
+    # END SOLUTION
+
+
 def flatten(tensors, like):
     """Concatenate gradients into one vector, zeros where a parameter got no gradient."""
     return torch.cat([(t if t is not None else torch.zeros_like(p)).reshape(-1)
@@ -87,24 +105,6 @@ def all_reduce_mean(vector):
         dist.all_reduce(vector)
         vector /= dist.get_world_size()
     return vector
-
-
-def pcgrad_weights(gram, generator=None):
-    """The fast path: Algorithm 1 on the K x K Gram matrix gram[i, j] = g_i . g_j (float64, on
-    the CPU). Returns w (K,) with sum_i g_i' = sum_k w[k] g_k. The same generator gives the
-    same projection orders as `pcgrad_project`, so both return the same update."""
-    # BEGIN SOLUTION
-    k = len(gram)
-    coeffs = torch.eye(k, dtype=gram.dtype)  # (K, K) row i: g_i' = sum_k coeffs[i, k] g_k
-    sq_norms = gram.diagonal().clamp_min(1e-300)  # (K,) |g_j|^2
-    for i in range(k):
-        others = [j for j in range(k) if j != i]
-        order = torch.randperm(len(others), generator=generator).tolist()
-        for j in (others[m] for m in order):
-            dot = coeffs[i] @ gram[:, j]  # g_i' . g_j = sum_k coeffs[i, k] (g_k . g_j)
-            coeffs[i, j] -= dot.clamp(max=0) / sq_norms[j]  # g_i' <- g_i' - coef g_j
-    return coeffs.sum(0)  # (K,) sum_i g_i' = sum_k (sum_i coeffs[i, k]) g_k
-    # END SOLUTION
 
 
 def rows(a, b):
