@@ -127,7 +127,8 @@ def test_pc_backward_fast_path_equals_brute_force(g, seed, data):
     of several shapes: the Gram matrix is summed parameter by parameter."""
     cuts = sorted(data.draw(st.sets(st.integers(1, g.shape[1] - 1), max_size=3))) if g.shape[1] > 1 else []
     bounds = [0, *cuts, g.shape[1]]
-    shapes = [(b - a,) if k % 2 else (1, b - a) for k, (a, b) in enumerate(zip(bounds, bounds[1:]))]
+    shapes = [() if b - a == 1 else (b - a,) if k % 2 else (1, b - a)  # scalars, vectors, matrices
+              for k, (a, b) in enumerate(zip(bounds, bounds[1:]))]
     params, losses = linear_losses(g, shapes)
     pc_backward(losses, params, generator=torch.Generator().manual_seed(seed))
     got = torch.cat([p.grad.reshape(-1) for p in params]).double().numpy()

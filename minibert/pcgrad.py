@@ -108,8 +108,10 @@ def all_reduce_mean(vector):
 
 
 def rows(a, b):
-    """Dot products of the rows of two same-shaped tensors (a vector is one row)."""
-    return torch.linalg.vecdot(a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1]))  # (rows,)
+    """Dot products of the rows of two same-shaped tensors (a vector or a scalar is one row)."""
+    def as_rows(t):
+        return t.reshape(-1, t.shape[-1]) if t.dim() > 1 else t.reshape(1, -1)
+    return torch.linalg.vecdot(as_rows(a), as_rows(b))  # (rows,)
 
 
 def gram_matrix(grads):
