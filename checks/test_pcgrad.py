@@ -177,3 +177,16 @@ def test_pc_backward_without_conflicts_is_the_plain_summed_gradient():
     plain = torch.autograd.grad(sum(toy_losses(shared, heads)[:1]) * 3.5, sp)
     for p, g in zip(sp, plain):
         assert torch.allclose(p.grad, g, atol=1e-6)
+
+
+def test_bench_pcgrad_runs_tiny_on_cpu(tmp_path):
+    """`python -m minibert bench-pcgrad`'s measurement on a tiny config (structure, untimed):
+    both paths run, its gradients conflict, and the two merges agree."""
+    from minibert.bench_pcgrad import PATHS, bench, markdown_table
+
+    tiny = dict(vocab_size=50, hidden_size=8, num_hidden_layers=1, intermediate_size=16,
+                max_position_embeddings=16, type_vocab_size=2)
+    result = bench(torch.device("cpu"), steps=1, warmup=0, tasks=3, config=tiny)
+    assert [r["path"] for r in result["rows"]] == list(PATHS)
+    assert result["conflicting_pairs"] == 2 and result["relative_difference"] < 1e-6
+    assert result["tensors"] == 5 + 16 + 2 and "| fast (pcgrad_weights" in markdown_table(result)

@@ -13,6 +13,7 @@ COMMANDS = {
     "check-model": ("minibert.model", "main", "sanity check: load weights, embed a sentence, print shapes"),
     "bench-tokenizer": ("minibert.bench_tokenizer", "main", "tokenizer throughput, ours next to the reference"),
     "bench-optim": ("minibert.bench_optim", "main", "AdamW step time, ours next to torch.optim"),
+    "bench-pcgrad": ("minibert.bench_pcgrad", "main", "PCGrad's gradient merge, the readable path next to the fast one"),
     "bench": ("minibert.bench", "main", "training-step throughput and MFU"),
     "pretrain": ("minibert.pretrain", "main", "continued MLM pretraining on the task sentences"),
     "sentiment": ("minibert.classifier", "main", "the classic sentiment classifier (SST / CFIMDB)"),
