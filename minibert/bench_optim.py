@@ -129,26 +129,40 @@ def markdown_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv) -> int:
-    p = argparse.ArgumentParser(prog="python -m minibert bench-optim", description=__doc__.splitlines()[0])
+def parser(prog: str, doc: str, steps: int, warmup: int, what: str) -> argparse.ArgumentParser:
+    """The options of a benchmark on MiniLM's parameter shapes (bench-optim, bench-pcgrad)."""
+    p = argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0])
     p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--steps", type=int, default=20, help="timed steps per optimizer (median reported)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps per optimizer first")
-    p.add_argument("--amsgrad", action="store_true", help="time the AMSGrad variant")
+    p.add_argument("--steps", type=int, default=steps, help=f"timed steps per {what} (median reported)")
+    p.add_argument("--warmup", type=int, default=warmup, help=f"untimed steps per {what} first")
     p.add_argument("--weights", default=None, help="BERT folder whose config.json gives the shapes "
                                                    "(default: all-MiniLM-L6-v2)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
-    args = p.parse_args(argv)
+    return p
+
+
+def shapes_config(p: argparse.ArgumentParser, args) -> dict:
+    """Check the shared options; returns the BERT config whose shapes are benchmarked."""
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda asked for, but torch sees no CUDA device")
     if args.steps < 1 or args.warmup < 0:
         p.error("--steps must be >= 1 and --warmup >= 0")
-
     config_path = weights_dir(args.weights) / "config.json"
-    config = json.loads(config_path.read_text()) if config_path.exists() else MINILM_CONFIG
-    result = bench(torch.device(args.device), args.steps, args.warmup, args.amsgrad, config)
-    print(markdown_table(result))
-    if args.json:
-        with open(args.json, "w") as f:
+    return json.loads(config_path.read_text()) if config_path.exists() else MINILM_CONFIG
+
+
+def report(result: dict, table: str, json_path) -> int:
+    print(table)
+    if json_path:
+        with open(json_path, "w") as f:
             json.dump(result, f, indent=2)
     return 0
+
+
+def main(argv) -> int:
+    p = parser("python -m minibert bench-optim", __doc__, steps=20, warmup=3, what="optimizer")
+    p.add_argument("--amsgrad", action="store_true", help="time the AMSGrad variant")
+    args = p.parse_args(argv)
+    config = shapes_config(p, args)
+    result = bench(torch.device(args.device), args.steps, args.warmup, args.amsgrad, config)
+    return report(result, markdown_table(result), args.json)

@@ -12,16 +12,13 @@ shared machine hits both alike; the table reports the median and the fastest ste
 far the fast path's merged gradient is from the readable one's (|fast - ref| / |ref|).
 """
 
-import argparse
-import json
 import statistics
 import time
 
 import torch
 from tqdm import tqdm
 
-from minibert.bench_optim import MINILM_CONFIG, bert_parameter_shapes, sync
-from minibert.paths import weights_dir
+from minibert.bench_optim import bert_parameter_shapes, parser, report, shapes_config, sync
 from minibert.pcgrad import pc_backward
 from minibert.runtime import device_name
 
@@ -87,25 +84,11 @@ def markdown_table(result: dict) -> str:
 
 
 def main(argv) -> int:
-    p = argparse.ArgumentParser(prog="python -m minibert bench-pcgrad", description=__doc__.splitlines()[0])
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--steps", type=int, default=10, help="timed steps per path (median reported)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps per path first")
+    p = parser("python -m minibert bench-pcgrad", __doc__, steps=10, warmup=2, what="path")
     p.add_argument("--tasks", type=int, default=3, help="task gradients per step (the paper's 3)")
-    p.add_argument("--weights", default=None, help="BERT folder whose config.json gives the shapes "
-                                                   "(default: all-MiniLM-L6-v2)")
-    p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
     args = p.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        p.error("--device cuda asked for, but torch sees no CUDA device")
-    if args.steps < 1 or args.warmup < 0 or args.tasks < 2:
-        p.error("--steps must be >= 1, --warmup >= 0 and --tasks >= 2")
-
-    config_path = weights_dir(args.weights) / "config.json"
-    config = json.loads(config_path.read_text()) if config_path.exists() else MINILM_CONFIG
+    config = shapes_config(p, args)
+    if args.tasks < 2:
+        p.error("--tasks must be >= 2")
     result = bench(torch.device(args.device), args.steps, args.warmup, args.tasks, config)
-    print(markdown_table(result))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-    return 0
+    return report(result, markdown_table(result), args.json)
