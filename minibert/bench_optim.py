@@ -98,18 +98,21 @@ def bench(device: torch.device, steps: int, warmup: int, amsgrad: bool, config: 
             if i >= warmup:
                 times[name].append(time.perf_counter() - start)
 
-    rows = [{"optimizer": name, "median_ms": 1e3 * statistics.median(t), "min_ms": 1e3 * min(t)}
-            for name, t in times.items()]
+    return {**summary(device, init, steps, warmup, times, "optimizer"), "amsgrad": amsgrad, "skipped": skipped}
+
+
+def summary(device: torch.device, tensors: list, steps: int, warmup: int, times: dict, key: str) -> dict:
+    """What a benchmark on MiniLM's shapes reports: the setting, and per timed variant (`key`:
+    its name) the median and the fastest of its step times in `times` (seconds)."""
     return {
         "device": device_name(device),
         "torch": torch.__version__,
-        "parameters": sum(t.numel() for t in init),
-        "tensors": len(init),
+        "parameters": sum(t.numel() for t in tensors),
+        "tensors": len(tensors),
         "steps": steps,
         "warmup": warmup,
-        "amsgrad": amsgrad,
-        "rows": rows,
-        "skipped": skipped,
+        "rows": [{key: name, "median_ms": 1e3 * statistics.median(t), "min_ms": 1e3 * min(t)}
+                 for name, t in times.items()],
     }
 
 

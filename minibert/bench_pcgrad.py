@@ -12,15 +12,13 @@ shared machine hits both alike; the table reports the median and the fastest ste
 far the fast path's merged gradient is from the readable one's (|fast - ref| / |ref|).
 """
 
-import statistics
 import time
 
 import torch
 from tqdm import tqdm
 
-from minibert.bench_optim import bert_parameter_shapes, parser, report, shapes_config, sync
+from minibert.bench_optim import bert_parameter_shapes, parser, report, shapes_config, summary, sync
 from minibert.pcgrad import pc_backward
-from minibert.runtime import device_name
 
 PATHS = {"readable (pcgrad_project, flat float64 vectors)": False,
          "fast (pcgrad_weights, Gram matrix)": True}
@@ -54,19 +52,8 @@ def bench(device: torch.device, steps: int, warmup: int, tasks: int, config: dic
         step(fast, 0)
         merged[name] = torch.cat([p.grad.reshape(-1) for p in params]).double()
     ref, fast = merged.values()
-    return {
-        "device": device_name(device),
-        "torch": torch.__version__,
-        "parameters": sum(p.numel() for p in params),
-        "tensors": len(params),
-        "tasks": tasks,
-        "steps": steps,
-        "warmup": warmup,
-        "conflicting_pairs": conflicts,
-        "relative_difference": float((fast - ref).norm() / ref.norm()),
-        "rows": [{"path": name, "median_ms": 1e3 * statistics.median(t), "min_ms": 1e3 * min(t)}
-                 for name, t in times.items()],
-    }
+    return {**summary(device, params, steps, warmup, times, "path"), "tasks": tasks,
+            "conflicting_pairs": conflicts, "relative_difference": float((fast - ref).norm() / ref.norm())}
 
 
 def markdown_table(result: dict) -> str:
