@@ -29,7 +29,7 @@ def bench(device: torch.device, steps: int, warmup: int, tasks: int, config: dic
     shapes = list(bert_parameter_shapes(config).values())
     params = [torch.zeros(s, device=device, requires_grad=True) for s in shapes]
     # g_0 = r_0 and g_k = r_k - r_0 / 2: every g_k (k > 0) conflicts with g_0, as a merge must
-    # handle (independent random vectors are all but orthogonal: nothing to project)
+    # handle (independent random vectors are all but orthogonal: next to nothing to project)
     r = [[torch.randn(s, generator=gen) * 1e-3 for s in shapes] for _ in range(tasks)]
     grads = [[(rk - (r0 / 2 if k else 0)).to(device) for rk, r0 in zip(r[k], r[0])] for k in range(tasks)]
 
