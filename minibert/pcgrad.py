@@ -99,9 +99,14 @@ def set_grads(params, flat):
         offset += p.numel()
 
 
+def distributed() -> bool:
+    """Whether this process is one of several under torch.distributed."""
+    return dist.is_available() and dist.is_initialized()
+
+
 def all_reduce_mean(vector):
     """Average a tensor over all processes (a no-op without torch.distributed)."""
-    if dist.is_available() and dist.is_initialized():
+    if distributed():
         dist.all_reduce(vector)
         vector /= dist.get_world_size()
     return vector
@@ -130,9 +135,9 @@ def gram_matrix(grads):
 
 
 def averaged(grads, params):
-    """One task's per-parameter gradients, zeros where a parameter got none, averaged over
-    processes under torch.distributed (one all-reduce of one flat vector)."""
-    if dist.is_available() and dist.is_initialized():
+    """Per-parameter gradients (one task's, or the step's), zeros where a parameter got none,
+    averaged over processes under torch.distributed (one all-reduce of one flat vector)."""
+    if distributed():
         flat = all_reduce_mean(flatten(grads, params))  # (P,)
         return [f.view_as(p) for f, p in zip(flat.split([p.numel() for p in params]), params)]
     return [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, params)]

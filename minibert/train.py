@@ -58,7 +58,7 @@ from minibert.evaluate import METRICS, evaluate, majority_baseline, metrics_from
 from minibert.heads import STS_LOSSES, MultitaskBERT, is_checkpoint, load_model, vocab_path
 from minibert.optim import AdamW
 from minibert.paths import data_dir, weights_dir
-from minibert.pcgrad import all_reduce_mean, flatten, pc_backward, set_grads
+from minibert.pcgrad import averaged, distributed, pc_backward
 from minibert.runtime import HelpFormatter, MetricsLog, autocast, device_name, pick_device, seed_everything
 from minibert.schedule import make_scheduler
 from minibert.tokenizer import WordPieceTokenizer
@@ -221,11 +221,11 @@ def my_share(plan, rank, world):
 
 
 def all_reduce_gradients(params):
-    """Average the gradients over processes: one all-reduce of one flat vector."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return
-    # missing grads count as zeros
-    set_grads(params, all_reduce_mean(flatten([p.grad for p in params], params)))
+    """Average the gradients over processes: one all-reduce of one flat vector (missing
+    gradients count as zeros). A no-op on one process."""
+    if distributed():
+        for p, g in zip(params, averaged([p.grad for p in params], params)):
+            p.grad = g
 
 
 def train_step(model, step_tasks, train, device, args, shared, heads, step) -> dict:
