@@ -352,8 +352,10 @@ def encoder_groups(bert, lr: float, layer_decay: float = 1.0) -> list:
     named = [(name, p) for name, p in bert.named_parameters() if p.requires_grad]
     if not named:
         return []
-    if layer_decay == 1.0:  # one group, not N + 1 of equal lr: the optimizer state (and so the
-        return [{"params": [p for _, p in named], "lr": lr}]  # checkpoints) of earlier runs
+    if layer_decay == 1.0:
+        # one group, not N + 1 groups at the same lr: the optimizer state, and so the
+        # checkpoints, of earlier runs have one group, and they still resume
+        return [{"params": [p for _, p in named], "lr": lr}]
     n_layers = bert.config.num_hidden_layers
 
     def depth(name):  # embeddings 0, encoder.layer.i i + 1, the pooler on top (N)
