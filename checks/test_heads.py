@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 from minibert.batching import join_pair, pad_batch
 from minibert.config import BertConfig
-from minibert.heads import MultitaskBERT, cosent_loss, mean_pool
+from minibert.heads import MultitaskBERT, cosent_loss, mean_pool, rdrop_loss
 from minibert.model import BertModel
 from minibert.checkpoint import WeightsError
 
@@ -167,6 +167,40 @@ def test_cosent_sts_loss_ranks_the_scaled_cosines(model):
         torch.testing.assert_close(model.loss("sts", batch, sts_loss="cosent"), cosent_loss(cos, batch["labels"]))
     with pytest.raises(ValueError, match="sts_loss"):
         model.loss("sts", batch, sts_loss="mae")
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 6), st.integers(2, 5), st.floats(0, 4), st.integers(0, 2**16))
+def test_rdrop_loss_is_its_definition(B, K, alpha, seed):
+    """The mean of the two cross-entropies plus alpha/2 times the two KL divergences, each
+    from torch's F.kl_div (batchmean: summed over classes, averaged over the batch)."""
+    g = torch.Generator().manual_seed(seed)
+    z = 3 * torch.randn(2, B, K, generator=g)
+    y = torch.randint(0, K, (B,), generator=g)
+    lp1, lp2 = z[0].log_softmax(-1), z[1].log_softmax(-1)
+    kl12 = F.kl_div(lp2, lp1, log_target=True, reduction="batchmean")  # KL(p1 || p2)
+    kl21 = F.kl_div(lp1, lp2, log_target=True, reduction="batchmean")  # KL(p2 || p1)
+    ce = (F.cross_entropy(z[0], y) + F.cross_entropy(z[1], y)) / 2
+    torch.testing.assert_close(rdrop_loss(z, y, alpha), ce + alpha * (kl12 + kl21) / 2)
+
+
+def test_sst_rdrop_compares_two_dropout_passes(model):
+    """Without dropout (eval) both passes agree, and the loss is the plain cross-entropy. With
+    dropout the two copies of the batch must draw different masks: the agreement term (the
+    difference between weights 2 and 1, same random draws) is then above zero."""
+    ids, mask = random_batch(4, [4, 7, 2, 5], 7)
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 4, 2, 1])}
+    with torch.no_grad():
+        torch.testing.assert_close(model.loss("sst", batch, sst_rdrop=3.0), model.loss("sst", batch))
+        model.train()
+        try:
+            losses = []
+            for alpha in (1.0, 2.0):
+                torch.manual_seed(0)
+                losses.append(model.loss("sst", batch, sst_rdrop=alpha))
+        finally:
+            model.eval()
+    assert losses[1] - losses[0] > 1e-6
 
 
 def test_frozen_encoder_gets_no_gradient_and_no_dropout(model):

@@ -172,6 +172,16 @@ def test_random_pair_order_reads_about_half_the_training_pairs_the_other_way(wor
     assert train_losses(model, world, ["para"])["para"] < train_losses(before, world, ["para"])["para"]
 
 
+def test_sst_rdrop_trains_sst_and_names_itself(world, tmp_path):
+    """--sst-rdrop: the run records it, the results table names it, and SST's loss falls."""
+    model = trained_model(world, tmp_path / "rdrop", "--tasks", "sst", "--sst-rdrop", "1")
+    summary = json.loads((tmp_path / "rdrop" / "summary.json").read_text())
+    assert report.method(summary) == "multitask (round-robin, sst only, SST R-Drop 1)"
+    assert train_losses(model, world, ["sst"])["sst"] < train_losses(initial_model(world), world, ["sst"])["sst"]
+    with pytest.raises(SystemExit, match="sst-rdrop"):
+        train.parse_args(["--out", "x", "--sst-rdrop", "-1"])
+
+
 def test_default_lr_schedule_trains_to_finite_weights(world, tmp_path):
     """The default schedule warms up from lr = 0 at the first step; that step must be a
     no-op, not NaN (parameters whose gradient is exactly zero, like attention key biases,
@@ -238,7 +248,8 @@ def test_pcgrad_plan_draws_equal_samples(world):
         assert sum(len(step[k][1]) for step in plan) == 20
 
 
-@pytest.mark.parametrize("schedule, extra", [("round-robin", ["--layer-lr-decay", "0.5"]), ("pcgrad", ["--random-pair-order"])])
+@pytest.mark.parametrize("schedule, extra", [("round-robin", ["--layer-lr-decay", "0.5", "--sst-rdrop", "1"]),
+                                           ("pcgrad", ["--random-pair-order"])])
 def test_resume_equals_uninterrupted_bitwise(world, tmp_path, schedule, extra):
     args = ["--epochs", "2", "--schedule", schedule, *extra]
     full = run(world, tmp_path / "full", *args)

@@ -50,6 +50,23 @@ def mean_pool(h, attention_mask):
 STS_LOSSES = ("mse", "cosent")
 
 
+def rdrop_loss(logits, labels, alpha):
+    """R-Drop (Liang et al. 2021, beyond the paper) on two dropout passes of one batch:
+    logits (2, B, K), labels (B,) -> 0-dim.
+
+        L = (CE(z1, y) + CE(z2, y)) / 2 + alpha * (KL(p1 || p2) + KL(p2 || p1)) / 2
+
+    Dropout makes every training forward pass a different sub-network. The KL term asks two of
+    them to agree on the class distribution, a regulariser aimed at overfitting a small train
+    set (SST: 8,544 sentences, whose dev accuracy peaks after two epochs)."""
+    z1, z2 = logits.float()  # (B, K) each; log_softmax in float32 under bf16 autocast
+    ce = (F.cross_entropy(z1, labels) + F.cross_entropy(z2, labels)) / 2
+    logp1, logp2 = z1.log_softmax(-1), z2.log_softmax(-1)  # (B, K)
+    # sum_k p1 (log p1 - log p2), averaged over the batch; and the same the other way round
+    kl = ((logp1.exp() * (logp1 - logp2)).sum(-1) + (logp2.exp() * (logp2 - logp1)).sum(-1)).mean()
+    return ce + alpha * kl / 2
+
+
 def cosent_loss(cos, labels, scale=20.0):
     """CoSENT (Su 2022, beyond the paper): a ranking loss on cosines, (B,) and (B,) -> 0-dim.
 
@@ -229,11 +246,16 @@ class MultitaskBERT(nn.Module):
         return 5.0 * cos
         # END SOLUTION
 
-    def loss(self, task, batch, sts_loss="mse"):
+    def loss(self, task, batch, sts_loss="mse", sst_rdrop=0.0):
         """The task's training loss on a batch of data.py (a 0-dim tensor); `sts_loss`: the
-        paper's "mse" or "cosent" (see cosent_loss)."""
+        paper's "mse" or "cosent" (see cosent_loss); `sst_rdrop` > 0: SST with R-Drop's
+        agreement term of that weight (see rdrop_loss)."""
         ids, mask, y = batch["input_ids"], batch["attention_mask"], batch["labels"]
         if task == "sst":
+            if sst_rdrop:
+                # the batch twice in one forward pass: each copy draws its own dropout masks
+                logits = self.sentiment_logits(ids.repeat(2, 1), mask.repeat(2, 1))  # (2B, K)
+                return rdrop_loss(logits.unflatten(0, (2, -1)), y, sst_rdrop)
             return F.cross_entropy(self.sentiment_logits(ids, mask), y)
         if task == "para":
             # eq. 5 is binary cross-entropy of sigmoid(logit); BCE-with-logits computes the
