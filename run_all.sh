@@ -149,10 +149,11 @@ stage mt-st    --after mt-round-robin \
 stage pt-mt-st --after pt-mt \
   $TRAIN --stage single-task --epochs $ST_EPOCHS --weights "$RUNS/pt-mt/best" \
   --name "pretrain + mt + single-task" --out "$RUNS/pt-mt-st"
-# beyond the paper: the paraphrase head as a cross-encoder (minibert/heads.py), the best pipeline
+# beyond the paper: the paraphrase head as a cross-encoder (minibert/heads.py), and R-Drop on
+# SST in the multitask stage (results/study.md): the best pipeline
 cross_pipeline() {  # cross_pipeline NAME SEED LABEL: its multitask stage NAME, then NAME-st
   stage "$1" \
-    $TRAIN --stage multitask --schedule round-robin --para-input cross --epochs $MT_EPOCHS \
+    $TRAIN --stage multitask --schedule round-robin --para-input cross --sst-rdrop 1 --epochs $MT_EPOCHS \
     --seed "$2" --name "mt round-robin, cross PD$3" --out "$RUNS/$1"
   stage "$1-st" --after "$1" \
     $TRAIN --stage single-task --epochs $ST_EPOCHS --weights "$RUNS/$1/best" \

@@ -82,6 +82,7 @@ def test_full_profile_runs_every_stage_in_order(full_run):
     assert (config["limit"], config["epochs"], config["quick"]) == (None, 3, False)
     assert json.loads((runs / "mt-st" / "config.json").read_text())["epochs"] == 2
     assert json.loads((runs / "mt-cross-st" / "summary.json").read_text())["para_input"] == "cross"
+    assert json.loads((runs / "mt-cross-seed1" / "config.json").read_text())["sst_rdrop"] == 1
     seeds = json.loads((runs / "ensemble-seeds" / "summary.json").read_text())
     assert seeds["checkpoints"] == [str(runs / f"{r}/best") for r in ("mt-cross-st", "mt-cross-seed1-st",
                                                                        "mt-cross-seed2-st", "sts-cross")]

@@ -9,7 +9,7 @@ BUDGET=${1:?seconds}; SEEDS=${2:-"3 4 5 6 7 8"}; D=${MINIBERT_DATA:-gpu/data} R=
 left() { echo $((BUDGET - SECONDS)); }
 mkdir -p "$R" "$OUT"
 pipeline() {  # pipeline SEED
-  timeout "$(left)" python3 -m minibert train --data-dir "$D" --stage multitask --schedule round-robin --para-input cross --epochs 3 --seed "$1" \
+  timeout "$(left)" python3 -m minibert train --data-dir "$D" --stage multitask --schedule round-robin --para-input cross --sst-rdrop 1 --epochs 3 --seed "$1" \
      --out "$R/mt-$1" > "$R/mt-$1.log" 2>&1 || return 1
   timeout "$(left)" python3 -m minibert train --data-dir "$D" --stage single-task --epochs 2 --weights "$R/mt-$1/best" --seed "$1" --out "$R/st-$1" > "$R/st-$1.log" 2>&1 &
   timeout "$(left)" python3 -m minibert train --data-dir "$D" --stage multitask --tasks sts --sts-input cross --epochs 3 --weights "$R/mt-$1/best/encoder" --seed "$1" \
