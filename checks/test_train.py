@@ -18,7 +18,7 @@ import torch.multiprocessing as mp
 from minibert import evaluate, report, train
 from minibert.checkpoint import latest_checkpoint, read_safetensors
 from minibert.data import DataError, TaskDataset, load_datasets
-from minibert.heads import load_model
+from minibert.heads import MultitaskBERT, load_model
 from minibert.optim import AdamW
 from minibert.runtime import seed_everything
 from minibert.tokenizer import WordPieceTokenizer
@@ -172,9 +172,19 @@ def test_random_pair_order_reads_about_half_the_training_pairs_the_other_way(wor
     assert train_losses(model, world, ["para"])["para"] < train_losses(before, world, ["para"])["para"]
 
 
-def test_sst_rdrop_trains_sst_and_names_itself(world, tmp_path):
-    """--sst-rdrop: the run records it, the results table names it, and SST's loss falls."""
+def test_sst_rdrop_trains_sst_and_names_itself(world, tmp_path, monkeypatch):
+    """--sst-rdrop: every training loss gets its weight, the run records it, the results table
+    names it, and SST's loss falls."""
+    weights, original = [], MultitaskBERT.loss
+
+    def spy(self, task, batch, **options):
+        if self.training:
+            weights.append(options.get("sst_rdrop"))
+        return original(self, task, batch, **options)
+
+    monkeypatch.setattr(MultitaskBERT, "loss", spy)
     model = trained_model(world, tmp_path / "rdrop", "--tasks", "sst", "--sst-rdrop", "1")
+    assert weights and set(weights) == {1.0}
     summary = json.loads((tmp_path / "rdrop" / "summary.json").read_text())
     assert report.method(summary) == "multitask (round-robin, sst only, SST R-Drop 1)"
     assert train_losses(model, world, ["sst"])["sst"] < train_losses(initial_model(world), world, ["sst"])["sst"]
