@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 from minibert.batching import join_pair, pad_batch
 from minibert.config import BertConfig
-from minibert.heads import MultitaskBERT, cosent_loss, mean_pool, rdrop_loss
+from minibert.heads import MultitaskBERT, cosent_loss, mean_pool, rdrop_loss, twice
 from minibert.model import BertModel
 from minibert.checkpoint import WeightsError
 
@@ -201,6 +201,43 @@ def test_sst_rdrop_compares_two_dropout_passes(model):
         finally:
             model.eval()
     assert losses[1] - losses[0] > 1e-6
+
+
+def test_twice_keeps_stacked_pairs_paired():
+    s1, s2 = torch.tensor([[1], [2]]), torch.tensor([[3], [4]])  # two pairs: (1, 3) and (2, 4)
+    u, v = twice(torch.cat([s1, s2]), stacked_pair=True).chunk(2)  # what pair_embeddings splits
+    assert u.flatten().tolist() == [1, 2, 1, 2] and v.flatten().tolist() == [3, 4, 3, 4]
+    assert twice(s1).flatten().tolist() == [1, 2, 1, 2] and twice(None) is None
+
+
+@pytest.mark.parametrize("sts_input", ["siamese", "cross"])
+def test_sts_rdrop_compares_two_dropout_passes(model, cross, sts_input):
+    """STS R-Drop, either head: without dropout (eval) the two passes agree and the loss is the
+    paper's MSE, so each copy's pairs still line up; with dropout the copies must differ (the
+    agreement term, the difference between weights 2 and 1 under the same draws, is above 0)."""
+    model = {"siamese": model, "cross": cross}[sts_input]
+    ids1, m1 = random_batch(4, [4, 7, 2, 5], 8)
+    ids2, m2 = random_batch(4, [6, 3, 5, 1], 9)
+    y = torch.tensor([0.0, 2.5, 5.0, 1.0])
+    if sts_input == "cross":
+        batch = dict(zip(("input_ids", "attention_mask", "token_type_ids"), model.join_pair(ids1, m1, ids2, m2)))
+    else:
+        batch = dict(zip(("input_ids", "attention_mask"), model.stack_pair(ids1, m1, ids2, m2)))
+    batch["labels"] = y
+    with torch.no_grad():
+        plain = F.mse_loss(model.predict_similarity(ids1, m1, ids2, m2), y)
+        torch.testing.assert_close(model.loss("sts", batch, sts_rdrop=3.0), plain)
+        model.train()
+        try:
+            losses = []
+            for alpha in (1.0, 2.0):
+                torch.manual_seed(0)
+                losses.append(model.loss("sts", batch, sts_rdrop=alpha))
+        finally:
+            model.eval()
+    assert losses[1] - losses[0] > 1e-6
+    with pytest.raises(ValueError, match="mse"):
+        model.loss("sts", batch, sts_loss="cosent", sts_rdrop=1.0)
 
 
 def test_frozen_encoder_gets_no_gradient_and_no_dropout(model):

@@ -172,24 +172,26 @@ def test_random_pair_order_reads_about_half_the_training_pairs_the_other_way(wor
     assert train_losses(model, world, ["para"])["para"] < train_losses(before, world, ["para"])["para"]
 
 
-def test_sst_rdrop_trains_sst_and_names_itself(world, tmp_path, monkeypatch):
-    """--sst-rdrop: every training loss gets its weight, the run records it, the results table
-    names it, and SST's loss falls."""
+@pytest.mark.parametrize("task", ["sst", "sts"])
+def test_rdrop_trains_its_task_and_names_itself(world, tmp_path, monkeypatch, task):
+    """--sst-rdrop / --sts-rdrop: every training loss gets its weight, the run records it, the
+    results table names it, and the task's loss falls."""
     weights, original = [], MultitaskBERT.loss
 
-    def spy(self, task, batch, **options):
+    def spy(self, task_, batch, **options):
         if self.training:
-            weights.append(options.get("sst_rdrop"))
-        return original(self, task, batch, **options)
+            weights.append(options.get(f"{task}_rdrop"))
+        return original(self, task_, batch, **options)
 
     monkeypatch.setattr(MultitaskBERT, "loss", spy)
-    model = trained_model(world, tmp_path / "rdrop", "--tasks", "sst", "--sst-rdrop", "1")
+    model = trained_model(world, tmp_path / "rdrop", "--tasks", task, f"--{task}-rdrop", "1")
     assert weights and set(weights) == {1.0}
     summary = json.loads((tmp_path / "rdrop" / "summary.json").read_text())
-    assert report.method(summary) == "multitask (round-robin, sst only, SST R-Drop 1)"
-    assert train_losses(model, world, ["sst"])["sst"] < train_losses(initial_model(world), world, ["sst"])["sst"]
-    with pytest.raises(SystemExit, match="sst-rdrop"):
-        train.parse_args(["--out", "x", "--sst-rdrop", "-1"])
+    assert report.method(summary) == f"multitask (round-robin, {task} only, {task.upper()} R-Drop 1)"
+    assert train_losses(model, world, [task])[task] < train_losses(initial_model(world), world, [task])[task]
+    for bad in (["--sst-rdrop", "-1"], ["--sts-rdrop", "-1"], ["--sts-rdrop", "1", "--sts-loss", "cosent"]):
+        with pytest.raises(SystemExit, match=bad[0]):
+            train.parse_args(["--out", "x", *bad])
 
 
 def test_default_lr_schedule_trains_to_finite_weights(world, tmp_path):
@@ -258,7 +260,7 @@ def test_pcgrad_plan_draws_equal_samples(world):
         assert sum(len(step[k][1]) for step in plan) == 20
 
 
-@pytest.mark.parametrize("schedule, extra", [("round-robin", ["--layer-lr-decay", "0.5", "--sst-rdrop", "1"]),
+@pytest.mark.parametrize("schedule, extra", [("round-robin", ["--layer-lr-decay", "0.5", "--sst-rdrop", "1", "--sts-rdrop", "1"]),
                                            ("pcgrad", ["--random-pair-order"])])
 def test_resume_equals_uninterrupted_bitwise(world, tmp_path, schedule, extra):
     args = ["--epochs", "2", "--schedule", schedule, *extra]

@@ -66,6 +66,30 @@ def rdrop_loss(logits, labels, alpha):
     return ce + alpha * kl / 2
 
 
+def rdrop_mse_loss(scores, labels, alpha):
+    """R-Drop for a regression head (the R-Drop paper's recipe for STS-B) on two dropout passes
+    of one batch: scores (2, B), labels (B,) -> 0-dim.
+
+        L = (MSE(s1, y) + MSE(s2, y)) / 2 + alpha * MSE(s1, s2)
+
+    The squared difference of the two predictions takes the place of rdrop_loss's KL terms; it
+    is symmetric already, so alpha/2 times its two directions is alpha times it."""
+    s1, s2 = scores.float()  # (B,) each
+    return (F.mse_loss(s1, labels) + F.mse_loss(s2, labels)) / 2 + alpha * F.mse_loss(s1, s2)
+
+
+def twice(x, stacked_pair=False):
+    """A batch doubled along dim 0 for R-Drop, so one forward pass runs it twice and each copy
+    draws its own dropout masks: (N, T) -> (2N, T), the first N rows the first copy. A stacked
+    pair batch [s1; s2] (2B, T) becomes [s1; s1; s2; s2], so that its halves still pair up and
+    the head's (2B,) outputs are again the first copy's B, then the second's. None stays None."""
+    if x is None:
+        return None
+    if stacked_pair:
+        return x.unflatten(0, (2, -1)).repeat(1, 2, 1).flatten(0, 1)  # (2, B, T) -> (2, 2B, T) -> (4B, T)
+    return x.repeat(2, 1)  # (2N, T)
+
+
 def cosent_loss(cos, labels, scale=20.0):
     """CoSENT (Su 2022, beyond the paper): a ranking loss on cosines, (B,) and (B,) -> 0-dim.
 
@@ -245,15 +269,16 @@ class MultitaskBERT(nn.Module):
         return 5.0 * cos
         # END SOLUTION
 
-    def loss(self, task, batch, sts_loss="mse", sst_rdrop=0.0):
+    def loss(self, task, batch, sts_loss="mse", sst_rdrop=0.0, sts_rdrop=0.0):
         """The task's training loss on a batch of data.py (a 0-dim tensor); `sts_loss`: the
         paper's "mse" or "cosent" (see cosent_loss); `sst_rdrop` > 0: SST with R-Drop's
-        agreement term of that weight (see rdrop_loss)."""
+        agreement term of that weight (see rdrop_loss); `sts_rdrop` > 0: the same for STS with
+        the MSE loss (see rdrop_mse_loss)."""
         ids, mask, y = batch["input_ids"], batch["attention_mask"], batch["labels"]
         if task == "sst":
             if sst_rdrop:
                 # the batch twice in one forward pass: each copy draws its own dropout masks
-                logits = self.sentiment_logits(ids.repeat(2, 1), mask.repeat(2, 1))  # (2B, K)
+                logits = self.sentiment_logits(twice(ids), twice(mask))  # (2B, K)
                 return rdrop_loss(logits.unflatten(0, (2, -1)), y, sst_rdrop)
             return F.cross_entropy(self.sentiment_logits(ids, mask), y)
         if task == "para":
@@ -264,7 +289,14 @@ class MultitaskBERT(nn.Module):
         if task == "sts":
             if sts_loss not in STS_LOSSES:
                 raise ValueError(f"sts_loss must be one of {STS_LOSSES}, got {sts_loss!r}")
-            score = self.similarity_score(ids, mask, batch.get("token_type_ids"))  # (B,), on the labels' 0-5 scale
+            types = batch.get("token_type_ids")  # joined pairs only
+            if sts_rdrop:
+                if sts_loss != "mse":
+                    raise ValueError(f"R-Drop on STS goes with the mse loss, got {sts_loss!r}")
+                stacked = not self.joint_input("sts")
+                score = self.similarity_score(twice(ids, stacked), twice(mask, stacked), twice(types))  # (2B,)
+                return rdrop_mse_loss(score.unflatten(0, (2, -1)), y, sts_rdrop)
+            score = self.similarity_score(ids, mask, types)  # (B,), on the labels' 0-5 scale
             if sts_loss == "mse":
                 return F.mse_loss(score, y)  # eq. 3
             return cosent_loss(score / 5.0, y)

@@ -117,6 +117,9 @@ def parse_args(argv):
     p.add_argument("--sst-rdrop", type=float, default=0.0, help="R-Drop on SST (beyond the paper): "
                    "each SST batch runs twice with its own dropout, and the symmetric KL between the two "
                    "predictions, times this weight, joins the loss; 0: off")
+    p.add_argument("--sts-rdrop", type=float, default=0.0, help="R-Drop on STS (beyond the paper; "
+                   "with --sts-loss mse): each STS batch runs twice with its own dropout, and the mean "
+                   "squared difference of the two predictions, times this weight, joins the loss; 0: off")
     p.add_argument("--task-order", default="para,sst,sts", help="round-robin order of the tasks")
     p.add_argument("--task-probs", default="para=1/3,sts=9/10,sst=1/2",
                    help="random schedule: probability of training each task in an epoch")
@@ -145,8 +148,11 @@ def parse_args(argv):
     args.tasks = parse_tasks(args.tasks)
     if not 0 < args.layer_lr_decay <= 1:
         raise SystemExit(f"--layer-lr-decay {args.layer_lr_decay}: expected 0 < d <= 1 (1: off)")
-    if args.sst_rdrop < 0:
-        raise SystemExit(f"--sst-rdrop {args.sst_rdrop}: expected a weight >= 0 (0: off)")
+    for name in ("sst_rdrop", "sts_rdrop"):
+        if getattr(args, name) < 0:
+            raise SystemExit(f"--{name.replace('_', '-')} {getattr(args, name)}: expected a weight >= 0 (0: off)")
+    if args.sts_rdrop and args.sts_loss != "mse":
+        raise SystemExit(f"--sts-rdrop goes with --sts-loss mse, got --sts-loss {args.sts_loss}")
     return args
 
 
@@ -245,7 +251,8 @@ def train_step(model, step_tasks, train, device, args, shared, heads, step) -> d
         batch = train[task].collate(idx, joint=model.joint_input(task), swap=swap)
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with autocast(device, args.amp):
-            losses[task] = model.loss(task, batch, sts_loss=args.sts_loss, sst_rdrop=args.sst_rdrop)
+            losses[task] = model.loss(task, batch, sts_loss=args.sts_loss, sst_rdrop=args.sst_rdrop,
+                                        sts_rdrop=args.sts_rdrop)
         if len(step_tasks) == 1:
             losses[task].backward()
     if len(step_tasks) == 1:
