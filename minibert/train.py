@@ -252,7 +252,7 @@ def train_step(model, step_tasks, train, device, args, shared, heads, step) -> d
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with autocast(device, args.amp):
             losses[task] = model.loss(task, batch, sts_loss=args.sts_loss, sst_rdrop=args.sst_rdrop,
-                                        sts_rdrop=args.sts_rdrop)
+                                      sts_rdrop=args.sts_rdrop)
         if len(step_tasks) == 1:
             losses[task].backward()
     if len(step_tasks) == 1:
