@@ -192,15 +192,21 @@ def test_sst_rdrop_compares_two_dropout_passes(model):
     batch = {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 4, 2, 1])}
     with torch.no_grad():
         torch.testing.assert_close(model.loss("sst", batch, sst_rdrop=3.0), model.loss("sst", batch))
-        model.train()
-        try:
-            losses = []
-            for alpha in (1.0, 2.0):
-                torch.manual_seed(0)
-                losses.append(model.loss("sst", batch, sst_rdrop=alpha))
-        finally:
-            model.eval()
-    assert losses[1] - losses[0] > 1e-6
+        assert rdrop_agreement(model, "sst", batch) > 1e-6
+
+
+def rdrop_agreement(model, task, batch):
+    """R-Drop's agreement term alone: in train mode, under the same random draws, the loss at
+    weight 2 minus the loss at weight 1 (0 if the two copies drew the same dropout masks)."""
+    model.train()
+    try:
+        losses = []
+        for alpha in (1.0, 2.0):
+            torch.manual_seed(0)
+            losses.append(model.loss(task, batch, **{f"{task}_rdrop": alpha}))
+    finally:
+        model.eval()
+    return losses[1] - losses[0]
 
 
 def test_twice_keeps_stacked_pairs_paired():
@@ -227,15 +233,7 @@ def test_sts_rdrop_compares_two_dropout_passes(model, cross, sts_input):
     with torch.no_grad():
         plain = F.mse_loss(model.predict_similarity(ids1, m1, ids2, m2), y)
         torch.testing.assert_close(model.loss("sts", batch, sts_rdrop=3.0), plain)
-        model.train()
-        try:
-            losses = []
-            for alpha in (1.0, 2.0):
-                torch.manual_seed(0)
-                losses.append(model.loss("sts", batch, sts_rdrop=alpha))
-        finally:
-            model.eval()
-    assert losses[1] - losses[0] > 1e-6
+        assert rdrop_agreement(model, "sts", batch) > 1e-6
     with pytest.raises(ValueError, match="mse"):
         model.loss("sts", batch, sts_loss="cosent", sts_rdrop=1.0)
 
