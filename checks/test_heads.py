@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 from minibert.batching import join_pair, pad_batch
 from minibert.config import BertConfig
-from minibert.heads import MultitaskBERT, cosent_loss, mean_pool, rdrop_loss, twice
+from minibert.heads import MultitaskBERT, cosent_loss, mean_pool, rdrop_loss, rdrop_mse_loss, twice
 from minibert.model import BertModel
 from minibert.checkpoint import WeightsError
 
@@ -207,6 +207,18 @@ def rdrop_agreement(model, task, batch):
     finally:
         model.eval()
     return losses[1] - losses[0]
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 6), st.floats(0, 4), st.integers(0, 2**16))
+def test_rdrop_mse_loss_is_its_definition(B, alpha, seed):
+    """The mean of the two passes' squared errors plus alpha times the mean squared difference
+    of the two passes, computed in float64 NumPy."""
+    g = torch.Generator().manual_seed(seed)
+    s, y = 5 * torch.rand(2, B, generator=g), 5 * torch.rand(B, generator=g)
+    s1, s2, yy = s[0].double().numpy(), s[1].double().numpy(), y.double().numpy()
+    expected = (((s1 - yy) ** 2).mean() + ((s2 - yy) ** 2).mean()) / 2 + alpha * ((s1 - s2) ** 2).mean()
+    assert abs(rdrop_mse_loss(s, y, alpha).item() - expected) <= 1e-5 * max(1.0, expected)
 
 
 def test_twice_keeps_stacked_pairs_paired():

@@ -189,9 +189,12 @@ def test_rdrop_trains_its_task_and_names_itself(world, tmp_path, monkeypatch, ta
     summary = json.loads((tmp_path / "rdrop" / "summary.json").read_text())
     assert report.method(summary) == f"multitask (round-robin, {task} only, {task.upper()} R-Drop 1)"
     assert train_losses(model, world, [task])[task] < train_losses(initial_model(world), world, [task])[task]
-    for bad in (["--sst-rdrop", "-1"], ["--sts-rdrop", "-1"], ["--sts-rdrop", "1", "--sts-loss", "cosent"]):
-        with pytest.raises(SystemExit, match=bad[0]):
-            train.parse_args(["--out", "x", *bad])
+
+
+@pytest.mark.parametrize("bad", [["--sst-rdrop", "-1"], ["--sts-rdrop", "-1"], ["--sts-rdrop", "1", "--sts-loss", "cosent"]])
+def test_bad_rdrop_options_are_refused(bad):
+    with pytest.raises(SystemExit, match=bad[0]):
+        train.parse_args(["--out", "x", *bad])
 
 
 def test_default_lr_schedule_trains_to_finite_weights(world, tmp_path):
