@@ -13,6 +13,9 @@ Multitask schedules (--schedule) decide which task each optimizer step trains on
     pcgrad       every epoch, the same number of examples drawn with replacement from each
                  task; a step takes one batch of EACH task and combines the three gradients
                  with gradient surgery (minibert/pcgrad.py)
+    interleaved  beyond the paper (MT-DNN, Liu et al. 2019, section 3.1): every epoch, the
+                 batches of round-robin, all tasks' in one shuffled order, so that no task
+                 trains for hundreds of steps while the others' heads sit still
 
 With BERT frozen the heads do not share any parameter, so training them one after the
 other or interleaved is the same thing; those stages train all heads in one loop and keep,
@@ -64,7 +67,7 @@ from minibert.schedule import make_scheduler
 from minibert.tokenizer import WordPieceTokenizer
 
 STAGES = ("baseline", "multitask", "single-task")
-SCHEDULES = ("round-robin", "random", "pcgrad")
+SCHEDULES = ("round-robin", "random", "pcgrad", "interleaved")
 TASK_PROBS = {"para": 1 / 3, "sts": 9 / 10, "sst": 1 / 2}  # section 4.3
 RUNTIME_ARGS = ("resume", "out", "device", "stop_after_step", "progress")  # may change on resume
 # --quick: a CPU-sized run on subsets (run_all.sh's quick profile, the assignments' --quick).
@@ -218,7 +221,10 @@ def epoch_plan(args, train, epoch) -> list:
         keep = torch.rand(len(order), generator=g) < torch.tensor([args.task_probs[t] for t in order])
         order = [t for t, k in zip(order, keep.tolist()) if k]
         # END SOLUTION
-    return [[(t, b)] for t in order for b in train[t].batches(bs, shuffle=True, generator=g)]
+    steps = [[(t, b)] for t in order for b in train[t].batches(bs, shuffle=True, generator=g)]
+    if args.stage == "multitask" and args.schedule == "interleaved":
+        steps = [steps[i] for i in torch.randperm(len(steps), generator=g).tolist()]
+    return steps
 
 
 def my_share(plan, rank, world):
