@@ -70,7 +70,7 @@ def initial_model(world, folder=None):
 
 
 @pytest.mark.parametrize("stage, schedule", [("baseline", "round-robin"), ("multitask", "random"),
-                                             ("multitask", "pcgrad")])
+                                             ("multitask", "pcgrad"), ("multitask", "interleaved")])
 def test_each_schedule_lowers_the_loss(world, tmp_path, stage, schedule):
     out = run(world, tmp_path / "r", "--stage", stage, "--schedule", schedule)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -251,6 +251,17 @@ def test_random_schedule_follows_the_probabilities(world):
         firsts.add(tasks[0])
     assert seen["sst"] == 0 and seen["sts"] == 200 and 30 <= seen["para"] <= 70
     assert firsts == {"para", "sts"}  # the order is shuffled
+
+
+def test_interleaved_plan_shuffles_the_round_robin_batches_together(world):
+    tok = WordPieceTokenizer.from_vocab(world[0] / "vocab.txt")
+    sets = load_datasets(world[1], tok, splits=("train",))["train"]
+    plans = {s: train.epoch_plan(train.parse_args(["--out", "x", "--schedule", s, "--batch-size", "4"]), sets, 3)
+             for s in ("round-robin", "interleaved")}
+    steps = {s: [(t, tuple(idx)) for [(t, idx)] in plan] for s, plan in plans.items()}
+    assert sorted(steps["interleaved"]) == sorted(steps["round-robin"])  # the same batches, each once
+    switches = {s: sum(a[0] != b[0] for a, b in zip(st, st[1:])) for s, st in steps.items()}
+    assert switches["round-robin"] == 2 and switches["interleaved"] > 2  # three blocks, or mixed
 
 
 def test_pcgrad_plan_draws_equal_samples(world):
