@@ -191,10 +191,27 @@ def test_rdrop_trains_its_task_and_names_itself(world, tmp_path, monkeypatch, ta
     assert train_losses(model, world, [task])[task] < train_losses(initial_model(world), world, [task])[task]
 
 
-@pytest.mark.parametrize("bad", [["--sst-rdrop", "-1"], ["--sts-rdrop", "-1"], ["--sts-rdrop", "1", "--sts-loss", "cosent"]])
-def test_bad_rdrop_options_are_refused(bad):
+@pytest.mark.parametrize("bad", [["--sst-rdrop", "-1"], ["--sts-rdrop", "-1"], ["--sts-rdrop", "1", "--sts-loss", "cosent"],
+                                 ["--ema", "1"], ["--ema", "-0.5"]])
+def test_bad_rdrop_and_ema_options_are_refused(bad):
     with pytest.raises(SystemExit, match=bad[0]):
         train.parse_args(["--out", "x", *bad])
+
+
+def test_ema_run_keeps_the_average_in_best_and_names_itself(world, tmp_path):
+    """--ema: best/ holds the shadows of the checkpoint (one epoch: best/ is that epoch), not
+    the raw weights training goes on from, and the results table names the option."""
+    out = run(world, tmp_path / "ema", "--epochs", "1", "--ema", "0.9")
+    ckpt = latest_checkpoint(out / "checkpoints")
+    shadows = list(read_safetensors(ckpt / "ema.safetensors").values())
+    raw = read_safetensors(ckpt / "model.safetensors")
+    best = dict(load_model(out / "best").named_parameters())
+    assert len(shadows) == len(best)  # every parameter trains in the multitask stage
+    for name, p in best.items():
+        assert any(torch.equal(p.detach(), s) for s in shadows), name
+    assert not all(torch.equal(p.detach(), raw[name]) for name, p in best.items())
+    summary = json.loads((out / "summary.json").read_text())
+    assert report.method(summary) == "multitask (round-robin, EMA 0.9)"
 
 
 def test_default_lr_schedule_trains_to_finite_weights(world, tmp_path):
@@ -275,7 +292,7 @@ def test_pcgrad_plan_draws_equal_samples(world):
 
 
 @pytest.mark.parametrize("schedule, extra", [("round-robin", ["--layer-lr-decay", "0.5", "--sst-rdrop", "1", "--sts-rdrop", "1"]),
-                                           ("pcgrad", ["--random-pair-order"])])
+                                           ("pcgrad", ["--random-pair-order", "--ema", "0.9"])])
 def test_resume_equals_uninterrupted_bitwise(world, tmp_path, schedule, extra):
     args = ["--epochs", "2", "--schedule", schedule, *extra]
     full = run(world, tmp_path / "full", *args)
@@ -284,9 +301,10 @@ def test_resume_equals_uninterrupted_bitwise(world, tmp_path, schedule, extra):
     config = json.loads((part / "config.json").read_text())  # as written before --tasks existed:
     (part / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k not in ("tasks", "sts_loss")}))
     run(world, tmp_path / "part", *args, "--resume")  # the options it lacks take their defaults
-    a = read_safetensors(latest_checkpoint(full / "checkpoints") / "model.safetensors")
-    b = read_safetensors(latest_checkpoint(part / "checkpoints") / "model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for f in ["model.safetensors"] + (["ema.safetensors"] if "--ema" in extra else []):
+        a = read_safetensors(latest_checkpoint(full / "checkpoints") / f)
+        b = read_safetensors(latest_checkpoint(part / "checkpoints") / f)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f
     strip = lambda p: [{k: v for k, v in json.loads(x).items() if k not in ("time", "run", "train_time", "sent_per_s")}
                        for x in (p / "metrics.jsonl").read_text().splitlines()]
     assert strip(full) == strip(part)

@@ -90,6 +90,7 @@ def write_json(obj, path) -> None:
 #   model.safetensors      every parameter and buffer (encoder and heads), our key names
 #   optimizer.safetensors  the optimizer's per-parameter tensors, flattened to "idx/name"
 #   rng.safetensors        torch CPU (and CUDA) generator states
+#   ema.safetensors        the moving average of the weights, where training keeps one (ema.py)
 #   state.json             step, param groups, scheduler, Python/NumPy RNG, caller's extras
 
 
@@ -113,9 +114,10 @@ def _unflatten_optimizer(tensors: dict, meta: dict) -> dict:
 
 
 def save_training_state(run_dir, step: int, model, optimizer=None, scheduler=None,
-                        extra: dict = None, keep: int = 1) -> Path:
+                        extra: dict = None, keep: int = 1, ema=None) -> Path:
     """Write checkpoint `run_dir/step-{step}` atomically, point LATEST at it, keep the newest
-    `keep` checkpoints. `extra` is any JSON-able dict (epoch, best score, data order...)."""
+    `keep` checkpoints. `extra` is any JSON-able dict (epoch, best score, data order...);
+    `ema`: an ema.EMA whose shadows are saved too."""
     run_dir = Path(run_dir)
     final = run_dir / f"step-{step:07d}"
     tmp = run_dir / f".step-{step:07d}.tmp"
@@ -130,6 +132,8 @@ def save_training_state(run_dir, step: int, model, optimizer=None, scheduler=Non
         write_safetensors(tensors, tmp / "optimizer.safetensors")
     if scheduler is not None:
         state["scheduler"] = scheduler.state_dict()
+    if ema is not None:
+        write_safetensors(ema.state_dict(), tmp / "ema.safetensors")
     rng = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
@@ -156,7 +160,7 @@ def latest_checkpoint(run_dir):
     return folder if (folder / "state.json").is_file() else None
 
 
-def load_training_state(folder, model, optimizer=None, scheduler=None, restore_rng=True) -> dict:
+def load_training_state(folder, model, optimizer=None, scheduler=None, restore_rng=True, ema=None) -> dict:
     """Restore what save_training_state wrote; returns state.json (step, extra, ...)."""
     folder = Path(folder)
     state = json.loads((folder / "state.json").read_text())
@@ -169,6 +173,8 @@ def load_training_state(folder, model, optimizer=None, scheduler=None, restore_r
         optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
     if scheduler is not None and "scheduler" in state:
         scheduler.load_state_dict(state["scheduler"])
+    if ema is not None:
+        ema.load_state_dict(read_safetensors(folder / "ema.safetensors"))
     if restore_rng:
         rng = read_safetensors(folder / "rng.safetensors")
         torch.set_rng_state(rng["cpu"])

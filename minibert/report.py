@@ -50,6 +50,8 @@ def method(run) -> str:
         details.append("pairs in random order")
     if config.get("layer_lr_decay", 1.0) != 1.0:
         details.append(f"layer lr decay {config['layer_lr_decay']:g}")
+    if config.get("ema"):
+        details.append(f"EMA {config['ema']:g}")
     if run.get("members"):  # an ensemble: how many of its checkpoints vote on each task
         details.append("members: " + ", ".join(f"{name} {run['members'][task]}" for task, name
                                                in (("para", "PD"), ("sst", "SST"), ("sts", "STS"))

@@ -41,6 +41,7 @@ evaluates and writes files.
 """
 
 import argparse
+import contextlib
 import copy
 import json
 import math
@@ -57,6 +58,7 @@ from tqdm import tqdm
 from minibert.batching import bucketed_batches
 from minibert.checkpoint import latest_checkpoint, load_training_state, save_training_state, write_json
 from minibert.data import TASKS, load_datasets
+from minibert.ema import EMA
 from minibert.evaluate import METRICS, evaluate, majority_baseline, metrics_from_outputs, write_split_predictions
 from minibert.heads import STS_LOSSES, MultitaskBERT, is_checkpoint, load_model, vocab_path
 from minibert.optim import AdamW
@@ -123,6 +125,9 @@ def parse_args(argv):
     p.add_argument("--sts-rdrop", type=float, default=0.0, help="R-Drop on STS (beyond the paper; "
                    "with --sts-loss mse): each STS batch runs twice with its own dropout, and the mean "
                    "squared difference of the two predictions, times this weight, joins the loss; 0: off")
+    p.add_argument("--ema", type=float, default=0.0, help="evaluate and keep an exponential moving "
+                   "average of the weights with this decay, e.g. 0.999 (beyond the paper, minibert/ema.py); "
+                   "0: off")
     p.add_argument("--task-order", default="para,sst,sts", help="round-robin order of the tasks")
     p.add_argument("--task-probs", default="para=1/3,sts=9/10,sst=1/2",
                    help="random schedule: probability of training each task in an epoch")
@@ -154,6 +159,8 @@ def parse_args(argv):
     for name in ("sst_rdrop", "sts_rdrop"):
         if getattr(args, name) < 0:
             raise SystemExit(f"--{name.replace('_', '-')} {getattr(args, name)}: expected a weight >= 0 (0: off)")
+    if not 0 <= args.ema < 1:
+        raise SystemExit(f"--ema {args.ema}: expected a decay 0 <= d < 1 (0: off)")
     if args.sts_rdrop and args.sts_loss != "mse":
         raise SystemExit(f"--sts-rdrop goes with --sts-loss mse, got --sts-loss {args.sts_loss}")
     return args
@@ -419,6 +426,7 @@ def run(args) -> MultitaskBERT:
     heads = [p for t in TASKS for p in model.head_parameters(t)]
     groups = [{"params": heads, "lr": args.head_lr}] + encoder_groups(model.bert, args.lr, args.layer_lr_decay)
     optimizer = AdamW(groups, lr=args.lr, weight_decay=args.weight_decay, foreach=True)
+    ema = EMA(shared + heads, args.ema) if args.ema else None
     # with BERT frozen, a task whose head has no parameters (the paper's STS) has nothing to train
     trainable = {t: ds for t, ds in train.items() if not frozen or model.head_parameters(t)}
     if not trainable:
@@ -432,7 +440,7 @@ def run(args) -> MultitaskBERT:
     state = {"epoch": 0, "pos": 0, "step": 0, "best": {}, "elapsed": 0.0, "loss": {}, "count": {}}
     found = latest_checkpoint(ckpt_dir) if args.resume else None
     if found is not None:
-        state = load_training_state(found, model, optimizer, scheduler)["extra"]
+        state = load_training_state(found, model, optimizer, scheduler, ema=ema)["extra"]
         if rank:  # rank 0's RNG was saved; give the others their own stream again
             torch.manual_seed(args.seed + 1_000_003 * rank + 7919 * state["step"])
     metrics_log = MetricsLog(out / "metrics.jsonl")
@@ -456,13 +464,14 @@ def run(args) -> MultitaskBERT:
             extra = {**state, "epoch": epoch, "pos": pos, "best": best.scores,
                      "elapsed": state["elapsed"] + time.time() - t_start,
                      "loss": {t: v.item() for t, v in loss_sum.items()}, "count": count}
-            save_training_state(ckpt_dir, state["step"], model, optimizer, scheduler, extra=extra)
+            save_training_state(ckpt_dir, state["step"], model, optimizer, scheduler, extra=extra, ema=ema)
 
     def end_of_epoch(epoch, train_time, n_sent, loss_sum, count):
         """Evaluate on dev, keep best/, log the epoch; epoch -1: the model before training."""
         if rank == 0:
-            metrics, outputs = evaluate(model, dev, device, args.eval_batch_size)
-            improved = best.update(model, metrics, vocab, outputs)
+            with ema.applied() if ema else contextlib.nullcontext():  # evaluate and keep the average
+                metrics, outputs = evaluate(model, dev, device, args.eval_batch_size)
+                improved = best.update(model, metrics, vocab, outputs)
             metrics_log.write(run=name, stage=args.stage, schedule=args.schedule, epoch=epoch,
                               step=state["step"], dev=metrics, overall=metrics.get("overall"),
                               train_loss={t: (loss_sum[t] / count[t]).item() for t in TASKS if count.get(t)},
@@ -500,6 +509,8 @@ def run(args) -> MultitaskBERT:
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             state["step"] += 1
+            if ema:
+                ema.update(state["step"])
             for task, loss in losses.items():
                 loss_sum[task] += loss.detach().float()
                 count[task] += 1

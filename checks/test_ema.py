@@ -1,0 +1,56 @@
+"""The moving average of the weights (minibert/ema.py) against its recurrence in float64 NumPy."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from minibert.ema import EMA
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 40), st.sampled_from([0.0, 0.5, 0.9, 0.999]), st.integers(0, 2**16))
+def test_shadows_follow_the_recurrence(steps, decay, seed):
+    g = torch.Generator().manual_seed(seed)
+    params = [torch.nn.Parameter(torch.randn(3, 4, generator=g)), torch.nn.Parameter(torch.randn(5, generator=g))]
+    ema = EMA(params, decay)
+    expected = [p.detach().double().numpy().copy() for p in params]  # the shadows start at the weights
+    for t in range(1, steps + 1):
+        with torch.no_grad():
+            for p in params:
+                p.add_(torch.randn(p.shape, generator=g))  # what an optimizer step would do
+        ema.update(t)
+        d = min(decay, (1 + t) / (10 + t))
+        expected = [d * e + (1 - d) * p.detach().double().numpy() for e, p in zip(expected, params)]
+    for shadow, e in zip(ema.shadows, expected):
+        np.testing.assert_allclose(shadow.double().numpy(), e, rtol=1e-5, atol=1e-5)
+
+
+def test_the_decay_warms_up_to_its_value():
+    ema = EMA([torch.nn.Parameter(torch.zeros(1))], 0.999)
+    assert ema.decay_at(1) == pytest.approx(2 / 11) and ema.decay_at(10**6) == 0.999
+
+
+def test_applied_swaps_the_shadows_in_and_the_weights_back_bitwise():
+    p = torch.nn.Parameter(torch.randn(4, 4))
+    raw = p.detach().clone()
+    ema = EMA([p], 0.9)
+    ema.shadows[0].fill_(7.0)
+    with pytest.raises(RuntimeError, match="inside"):
+        with ema.applied():
+            assert torch.equal(p, torch.full((4, 4), 7.0))
+            raise RuntimeError("inside")  # an error in the block still restores the weights
+    assert torch.equal(p, raw) and p.requires_grad
+
+
+def test_state_round_trip_and_bad_input():
+    params = [torch.nn.Parameter(torch.randn(2)), torch.nn.Parameter(torch.randn(3))]
+    a, b = EMA(params, 0.9), EMA(params, 0.9)
+    a.update(1)
+    a.shadows[1].add_(1.0)
+    b.load_state_dict(a.state_dict())
+    assert all(torch.equal(x, y) for x, y in zip(a.shadows, b.shadows))
+    with pytest.raises(ValueError, match="cannot load 1"):
+        b.load_state_dict({"0": torch.zeros(2)})
+    with pytest.raises(ValueError, match="decay"):
+        EMA(params, 1.0)

@@ -1,0 +1,64 @@
+"""An exponential moving average of the weights (beyond the paper: `train --ema DECAY`).
+
+After optimizer step t = 1, 2, ... every trained parameter theta has a shadow copy
+
+    ema <- d_t * ema + (1 - d_t) * theta,      d_t = min(decay, (1 + t) / (10 + t))
+
+and evaluation, best/ and the prediction files use the shadows, while training goes on from
+the raw weights. Averaging the last few hundred steps' weights (Polyak & Juditsky 1992; the
+schedule of d_t is TensorFlow's ExponentialMovingAverage with num_updates) smooths out the
+noise of the last steps; in a round-robin epoch, which ends with hundreds of steps on SST and
+STS alone, it may also keep part of what the paraphrase steps before them taught the encoder. Without the warm-up of
+d_t, the shadows of randomly initialised heads would still hold decay^t of their start after
+t steps (0.999^845 = 0.43 after a whole epoch of the full data).
+
+The shadows are float32 copies on the parameters' device; one update is N lerps, a small
+cost next to a training step's forward and backward passes.
+"""
+
+from contextlib import contextmanager
+
+import torch
+
+
+class EMA:
+    def __init__(self, params, decay: float):
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {decay}")
+        self.params = list(params)
+        self.decay = decay
+        self.shadows = [p.detach().float().clone() for p in self.params]  # start at the weights
+
+    def decay_at(self, step: int) -> float:
+        """d_t after optimizer step `step` (1 for the first): small at first, then `decay`."""
+        return min(self.decay, (1 + step) / (10 + step))
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        """Move every shadow towards its parameter, after optimizer step `step`."""
+        d = self.decay_at(step)
+        for ema, p in zip(self.shadows, self.params):
+            ema.lerp_(p.float(), 1.0 - d)  # ema + (1 - d) (theta - ema) = d ema + (1 - d) theta
+
+    @contextmanager
+    def applied(self):
+        """Inside the block the parameters hold the shadows; after it, exactly what they held."""
+        raw = [p.detach().clone() for p in self.params]
+        with torch.no_grad():
+            for p, ema in zip(self.params, self.shadows):
+                p.copy_(ema)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, r in zip(self.params, raw):
+                    p.copy_(r)
+
+    def state_dict(self) -> dict:
+        return {str(i): ema for i, ema in enumerate(self.shadows)}
+
+    def load_state_dict(self, tensors: dict) -> None:
+        if len(tensors) != len(self.shadows):
+            raise ValueError(f"an EMA of {len(self.shadows)} parameters cannot load {len(tensors)} shadows")
+        for i, ema in enumerate(self.shadows):
+            ema.copy_(tensors[str(i)])
