@@ -14,8 +14,10 @@ Multitask schedules (--schedule) decide which task each optimizer step trains on
                  task; a step takes one batch of EACH task and combines the three gradients
                  with gradient surgery (minibert/pcgrad.py)
     interleaved  beyond the paper (MT-DNN, Liu et al. 2019, section 3.1): every epoch, the
-                 batches of round-robin, all tasks' in one shuffled order, so that no task
-                 trains for hundreds of steps while the others' heads sit still
+                 batches of round-robin, all tasks' in one shuffled order, so the encoder
+                 never trains on one task for hundreds of steps in a row (round-robin's
+                 paraphrase accuracy at the end of an epoch, after the SST and STS steps, lags
+                 far behind it: results/study.md)
 
 With BERT frozen the heads do not share any parameter, so training them one after the
 other or interleaved is the same thing; those stages train all heads in one loop and keep,
