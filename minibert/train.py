@@ -128,8 +128,8 @@ def parse_args(argv):
                    "with --sts-loss mse): each STS batch runs twice with its own dropout, and the mean "
                    "squared difference of the two predictions, times this weight, joins the loss; 0: off")
     p.add_argument("--ema", type=float, default=0.0, help="evaluate and keep an exponential moving "
-                   "average of the weights with this decay, e.g. 0.998, the one tried (beyond the paper, minibert/ema.py); "
-                   "0: off")
+                   "average of the weights with this decay, e.g. 0.998, the one tried (beyond the paper, "
+                   "minibert/ema.py); 0: off")
     p.add_argument("--task-order", default="para,sst,sts", help="round-robin order of the tasks")
     p.add_argument("--task-probs", default="para=1/3,sts=9/10,sst=1/2",
                    help="random schedule: probability of training each task in an epoch")
