@@ -49,10 +49,15 @@ def run(world, out, *extra):
     return out
 
 
+def train_sets(world) -> dict:
+    """The tiny world's training sets, task -> TaskDataset."""
+    tok = WordPieceTokenizer.from_vocab(world[0] / "vocab.txt")
+    return load_datasets(world[1], tok, splits=("train",))["train"]
+
+
 def train_losses(model, world, tasks):
     """Mean loss of each task over the whole (tiny) training set, in eval mode."""
-    tok = WordPieceTokenizer.from_vocab(world[0] / "vocab.txt")
-    sets = load_datasets(world[1], tok, splits=("train",))["train"]
+    sets = train_sets(world)
     model.eval()
     with torch.no_grad():
         return {t: model.loss(t, sets[t].collate(list(range(len(sets[t]))), joint=model.joint_input(t))).item()
@@ -256,8 +261,7 @@ def test_layer_lr_decay_gives_each_layer_its_step(world):
 
 def test_random_schedule_follows_the_probabilities(world):
     args = train.parse_args(["--out", "x", "--schedule", "random", "--task-probs", "para=1/4,sts=1,sst=0"])
-    tok = WordPieceTokenizer.from_vocab(world[0] / "vocab.txt")
-    sets = load_datasets(world[1], tok, splits=("train",))["train"]
+    sets = train_sets(world)
     firsts, seen = set(), {"sst": 0, "para": 0, "sts": 0}
     for epoch in range(200):
         plan = train.epoch_plan(args, sets, epoch)
@@ -271,8 +275,7 @@ def test_random_schedule_follows_the_probabilities(world):
 
 
 def test_interleaved_plan_shuffles_the_round_robin_batches_together(world):
-    tok = WordPieceTokenizer.from_vocab(world[0] / "vocab.txt")
-    sets = load_datasets(world[1], tok, splits=("train",))["train"]
+    sets = train_sets(world)
     plans = {s: train.epoch_plan(train.parse_args(["--out", "x", "--schedule", s, "--batch-size", "4"]), sets, 3)
              for s in ("round-robin", "interleaved")}
     steps = {s: [(t, tuple(idx)) for [(t, idx)] in plan] for s, plan in plans.items()}
@@ -283,8 +286,7 @@ def test_interleaved_plan_shuffles_the_round_robin_batches_together(world):
 
 def test_pcgrad_plan_draws_equal_samples(world):
     args = train.parse_args(["--out", "x", "--schedule", "pcgrad", "--pcgrad-samples", "20", "--batch-size", "8"])
-    tok = WordPieceTokenizer.from_vocab(world[0] / "vocab.txt")
-    sets = load_datasets(world[1], tok, splits=("train",))["train"]
+    sets = train_sets(world)
     plan = train.epoch_plan(args, sets, 0)
     assert len(plan) == 3 and all([t for t, _ in step] == ["sst", "para", "sts"] for step in plan)
     for k, t in enumerate(["sst", "para", "sts"]):
