@@ -8,12 +8,14 @@ and evaluation, best/ and the prediction files use the shadows, while training g
 the raw weights. Averaging the last few hundred steps' weights (Polyak & Juditsky 1992; the
 schedule of d_t is TensorFlow's ExponentialMovingAverage with num_updates) smooths out the
 noise of the last steps; in a round-robin epoch, which ends with hundreds of steps on SST and
-STS alone, it may also keep part of what the paraphrase steps before them taught the encoder. Without the warm-up of
+STS alone, it may also keep part of what the paraphrase steps before them taught the encoder
+(it did after one and two epochs, not after three: results/study.md). Without the warm-up of
 d_t, the shadows of randomly initialised heads would still hold decay^t of their start after
 t steps (0.999^845 = 0.43 after a whole epoch of the full data).
 
-The shadows are float32 copies on the parameters' device; one update is N lerps, a small
-cost next to a training step's forward and backward passes.
+The shadows are float32 copies on the parameters' device. An update runs in the training
+loop after every step, so it is one multi-tensor lerp over all of them (a few kernel launches
+on a GPU, not one per parameter); its cost was not measured apart from the step's.
 """
 
 from contextlib import contextmanager
@@ -37,8 +39,8 @@ class EMA:
     def update(self, step: int) -> None:
         """Move every shadow towards its parameter, after optimizer step `step`."""
         d = self.decay_at(step)
-        for ema, p in zip(self.shadows, self.params):
-            ema.lerp_(p.float(), 1.0 - d)  # ema + (1 - d) (theta - ema) = d ema + (1 - d) theta
+        # every shadow at once: ema + (1 - d) (theta - ema) = d ema + (1 - d) theta
+        torch._foreach_lerp_(self.shadows, [p.float() for p in self.params], 1.0 - d)
 
     @contextmanager
     def applied(self):
