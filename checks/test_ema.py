@@ -13,7 +13,7 @@ from minibert.ema import EMA
 def test_shadows_follow_the_recurrence(steps, decay, seed):
     g = torch.Generator().manual_seed(seed)
     params = [torch.nn.Parameter(torch.randn(3, 4, generator=g)), torch.nn.Parameter(torch.randn(5, generator=g))]
-    ema = EMA(params, decay)
+    ema = EMA(zip("ab", params), decay)
     expected = [p.detach().double().numpy().copy() for p in params]  # the shadows start at the weights
     for t in range(1, steps + 1):
         with torch.no_grad():
@@ -27,14 +27,14 @@ def test_shadows_follow_the_recurrence(steps, decay, seed):
 
 
 def test_the_decay_warms_up_to_its_value():
-    ema = EMA([torch.nn.Parameter(torch.zeros(1))], 0.999)
+    ema = EMA({"w": torch.nn.Parameter(torch.zeros(1))}, 0.999)
     assert ema.decay_at(1) == pytest.approx(2 / 11) and ema.decay_at(10**6) == 0.999
 
 
 def test_applied_swaps_the_shadows_in_and_the_weights_back_bitwise():
     p = torch.nn.Parameter(torch.randn(4, 4))
     raw = p.detach().clone()
-    ema = EMA([p], 0.9)
+    ema = EMA({"w": p}, 0.9)
     ema.shadows[0].fill_(7.0)
     with pytest.raises(RuntimeError, match="inside"):
         with ema.applied():
@@ -44,13 +44,16 @@ def test_applied_swaps_the_shadows_in_and_the_weights_back_bitwise():
 
 
 def test_state_round_trip_and_bad_input():
-    params = [torch.nn.Parameter(torch.randn(2)), torch.nn.Parameter(torch.randn(3))]
-    a, b = EMA(params, 0.9), EMA(params, 0.9)
+    params = {"w": torch.nn.Parameter(torch.randn(2)), "b": torch.nn.Parameter(torch.randn(3))}
+    a, b = EMA(params.items(), 0.9), EMA(params.items(), 0.9)
     a.update(1)
     a.shadows[1].add_(1.0)
+    assert list(a.state_dict()) == ["w", "b"]  # keyed by name, as model.safetensors is
     b.load_state_dict(a.state_dict())
     assert all(torch.equal(x, y) for x, y in zip(a.shadows, b.shadows))
-    with pytest.raises(ValueError, match="cannot load 1"):
-        b.load_state_dict({"0": torch.zeros(2)})
+    with pytest.raises(ValueError, match=r"missing \['b'\], unexpected \['c'\]"):
+        b.load_state_dict({"w": torch.zeros(2), "c": torch.zeros(3)})
+    with pytest.raises(ValueError, match=r"shadow b: shape \(1,\), expected \(3,\)"):
+        b.load_state_dict({"w": torch.zeros(2), "b": torch.zeros(1)})  # copy_ would broadcast it
     with pytest.raises(ValueError, match="decay"):
-        EMA(params, 1.0)
+        EMA(params.items(), 1.0)

@@ -208,12 +208,12 @@ def test_ema_run_keeps_the_average_in_best_and_names_itself(world, tmp_path):
     the raw weights training goes on from, and the results table names the option."""
     out = run(world, tmp_path / "ema", "--epochs", "1", "--ema", "0.9")
     ckpt = latest_checkpoint(out / "checkpoints")
-    shadows = list(read_safetensors(ckpt / "ema.safetensors").values())
+    shadows = read_safetensors(ckpt / "ema.safetensors")  # keyed by parameter name
     raw = read_safetensors(ckpt / "model.safetensors")
     best = dict(load_model(out / "best").named_parameters())
-    assert len(shadows) == len(best)  # every parameter trains in the multitask stage
+    assert shadows.keys() == best.keys()  # every parameter trains in the multitask stage
     for name, p in best.items():
-        assert any(torch.equal(p.detach(), s) for s in shadows), name
+        assert torch.equal(p.detach(), shadows[name]), name
     assert not all(torch.equal(p.detach(), raw[name]) for name, p in best.items())
     summary = json.loads((out / "summary.json").read_text())
     assert report.method(summary) == "multitask (round-robin, EMA 0.9)"

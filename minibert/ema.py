@@ -24,10 +24,13 @@ import torch
 
 
 class EMA:
-    def __init__(self, params, decay: float):
+    def __init__(self, named_params, decay: float):
+        """`named_params`: (name, parameter) pairs, e.g. from model.named_parameters(); the
+        names key the checkpoint's ema.safetensors, as they key model.safetensors."""
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"decay must be in [0, 1), got {decay}")
-        self.params = list(params)
+        named = dict(named_params)
+        self.names, self.params = list(named), list(named.values())
         self.decay = decay
         self.shadows = [p.detach().float().clone() for p in self.params]  # start at the weights
 
@@ -57,10 +60,16 @@ class EMA:
                     p.copy_(r)
 
     def state_dict(self) -> dict:
-        return {str(i): ema for i, ema in enumerate(self.shadows)}
+        return dict(zip(self.names, self.shadows))
 
     def load_state_dict(self, tensors: dict) -> None:
-        if len(tensors) != len(self.shadows):
-            raise ValueError(f"an EMA of {len(self.shadows)} parameters cannot load {len(tensors)} shadows")
-        for i, ema in enumerate(self.shadows):
-            ema.copy_(tensors[str(i)])
+        missing, unexpected = set(self.names) - set(tensors), set(tensors) - set(self.names)
+        if missing or unexpected:
+            raise ValueError(f"the saved moving average does not match the trained parameters: missing "
+                             f"{sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]} "
+                             f"({len(missing)} and {len(unexpected)} in all)")
+        for name, ema in zip(self.names, self.shadows):
+            if tensors[name].shape != ema.shape:  # copy_ would broadcast a wrong shape silently
+                raise ValueError(f"saved shadow {name}: shape {tuple(tensors[name].shape)}, "
+                                 f"expected {tuple(ema.shape)}")
+            ema.copy_(tensors[name])

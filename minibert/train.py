@@ -428,7 +428,8 @@ def run(args) -> MultitaskBERT:
     heads = [p for t in TASKS for p in model.head_parameters(t)]
     groups = [{"params": heads, "lr": args.head_lr}] + encoder_groups(model.bert, args.lr, args.layer_lr_decay)
     optimizer = AdamW(groups, lr=args.lr, weight_decay=args.weight_decay, foreach=True)
-    ema = EMA(shared + heads, args.ema) if args.ema else None
+    trained = {id(p) for p in shared + heads}
+    ema = EMA([(n, p) for n, p in model.named_parameters() if id(p) in trained], args.ema) if args.ema else None
     # with BERT frozen, a task whose head has no parameters (the paper's STS) has nothing to train
     trainable = {t: ds for t, ds in train.items() if not frozen or model.head_parameters(t)}
     if not trainable:
