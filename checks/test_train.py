@@ -346,6 +346,19 @@ def test_predict_and_ensemble_commands(world, rr_run, tmp_path, capsys):
     got = json.loads((tmp_path / "ens" / "summary.json").read_text())["dev"]
     want = json.loads((rr_run / "summary.json").read_text())["dev"]
     assert got == pytest.approx(want, abs=1e-6)
+    alone = ", ".join(f"{m} {want[m]:.4f}" for m in ("sst_acc", "para_acc", "sts_r", "overall"))  # each member alone
+    members = [line for line in capsys.readouterr().out.splitlines() if line.startswith("member ")]
+    assert [m.split(" [")[0] for m in members] == [f"member {k}/2 {rr_run / 'best'}: dev {alone}" for k in (1, 2)]
+    # a path that is not a trained model is refused before any member runs, and nothing is written
+    for bad in (tmp_path / "missing", rr_run):  # rr_run: a run folder, not its best/
+        with pytest.raises(SystemExit, match="not a MultitaskBERT checkpoint"):
+            evaluate.ensemble_main(["--checkpoints", str(rr_run / "best"), str(bad),
+                                    "--data-dir", str(world[1]), "--out", str(tmp_path / "ens2")])
+        with pytest.raises(SystemExit, match="not a MultitaskBERT checkpoint"):
+            evaluate.predict_main(["--checkpoint", str(bad), "--task", "sts", "--input", str(world[1] / "sts-dev.csv"),
+                                   "--output", str(tmp_path / "x.csv")])
+    assert "member" not in capsys.readouterr().out and not (tmp_path / "ens2").exists()
+    assert not (tmp_path / "x.csv").exists()
 
 
 def test_both_orders_reads_each_pair_both_ways(world, rr_run, tmp_path):

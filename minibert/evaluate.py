@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from minibert.data import FORMATS, TASKS, TaskDataset, load_datasets, read_examples
-from minibert.heads import load_model, vocab_path
+from minibert.heads import is_checkpoint, load_model, vocab_path
 from minibert.paths import data_dir
 from minibert.runtime import autocast, device_name, pick_device
 from minibert.tokenizer import WordPieceTokenizer
@@ -164,6 +164,15 @@ def inference_options(p) -> None:
                    "(s2, s1) where the head is not symmetric (beyond the paper; twice the inference)")
 
 
+def check_checkpoints(paths) -> None:
+    """Refuse, before any work, a path that is not a trained model: minutes of inference on
+    the members before it would be lost."""
+    for path in paths:
+        if not is_checkpoint(path):
+            raise SystemExit(f"{path}: not a MultitaskBERT checkpoint (a run's best/ folder, with encoder/, "
+                             "heads.safetensors and heads.json)")
+
+
 def predict_main(argv=None) -> int:
     """Write predictions of one checkpoint for any CSV in the CS224N format of a task."""
     p = argparse.ArgumentParser(prog="python -m minibert predict", description=predict_main.__doc__)
@@ -173,6 +182,7 @@ def predict_main(argv=None) -> int:
     p.add_argument("--output", required=True, help="the prediction CSV to write")
     inference_options(p)
     args = p.parse_args(argv)
+    check_checkpoints([args.checkpoint])
     device = pick_device(args.device)
     model = load_model(args.checkpoint).to(device)
     if args.task not in model.tasks:  # its head for the task never trained: its outputs mean nothing
@@ -210,21 +220,26 @@ def ensemble_main(argv=None) -> int:
     args = p.parse_args(argv)
     from minibert.checkpoint import write_json
 
+    check_checkpoints(args.checkpoints)
     device = pick_device(args.device)
     t0 = time.perf_counter()
     sums, counts, data = {}, {}, {}
-    for ckpt in args.checkpoints:
+    for k, ckpt in enumerate(args.checkpoints, 1):
         model = load_model(ckpt).to(device)
         tok = WordPieceTokenizer.from_vocab(vocab_path(ckpt))
         # tokenize per checkpoint: ensembled models may have different vocabularies
         sets = load_datasets(data_dir(args.data_dir), tok, tasks=model.tasks, splits=("dev", "test"),
                              limit=args.limit, max_length=args.max_length)
-        for split in sets:
-            for task, ds in sets[split].items():
-                pred = predict_dataset(model, ds, device, args.batch_size, args.both_orders)
-                sums[split, task] = sums.get((split, task), 0) + pred
-                counts[split, task] = counts.get((split, task), 0) + 1
-                data.setdefault(split, {})[task] = ds  # ids and labels: the same in every vocabulary
+        preds = {(split, task): predict_dataset(model, ds, device, args.batch_size, args.both_orders)
+                 for split in sets for task, ds in sets[split].items()}
+        for (split, task), pred in preds.items():
+            sums[split, task] = sums.get((split, task), 0) + pred
+            counts[split, task] = counts.get((split, task), 0) + 1
+            data.setdefault(split, {})[task] = sets[split][task]  # ids and labels: the same in every vocabulary
+        # the member alone on dev: progress, and what each model brings to the average
+        alone = metrics_from_outputs({t: preds["dev", t] for t in sets.get("dev", {})}, sets.get("dev", {}))
+        scores = ", ".join(f"{m} {v:.4f}" for m, v in alone.items()) or "trained for no task"
+        print(f"member {k}/{len(args.checkpoints)} {ckpt}: dev {scores} [{time.perf_counter() - t0:.0f} s]", flush=True)
         del model
     if "dev" not in data:
         raise SystemExit("ensemble: none of the checkpoints was trained for a task (heads.json's tasks)")
