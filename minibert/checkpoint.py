@@ -90,7 +90,8 @@ def write_json(obj, path) -> None:
 #   model.safetensors      every parameter and buffer (encoder and heads), our key names
 #   optimizer.safetensors  the optimizer's per-parameter tensors, flattened to "idx/name"
 #   rng.safetensors        torch CPU (and CUDA) generator states
-#   ema.safetensors        the moving average of the weights, where training keeps one (ema.py)
+#   ema.safetensors        the moving average of the weights, where training keeps one (ema.py),
+#                          keyed by parameter name as model.safetensors is
 #   state.json             step, param groups, scheduler, Python/NumPy RNG, caller's extras
 
 

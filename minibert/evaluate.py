@@ -165,8 +165,8 @@ def inference_options(p) -> None:
 
 
 def check_checkpoints(paths) -> None:
-    """Refuse, before any work, a path that is not a trained model: minutes of inference on
-    the members before it would be lost."""
+    """Refuse a path that is not a trained model with a clear message, before any work (an
+    ensemble would otherwise lose the minutes spent on the members before it)."""
     for path in paths:
         if not is_checkpoint(path):
             raise SystemExit(f"{path}: not a MultitaskBERT checkpoint (a run's best/ folder, with encoder/, "
