@@ -16,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-PROFILE="" FORCE=0 ONLY="" SETUP_ONLY=0 KEEP_GOING=0 JOBS="" FAILED="" SKIPPED=""
+PROFILE="" FORCE=0 ONLY="" SETUP_ONLY=0 KEEP_GOING=0 JOBS=""
 DATA_DIR="${MINIBERT_DATA:-}" WEIGHTS="${MINIBERT_WEIGHTS:-}" RUNS="runs"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -209,7 +209,7 @@ run_stage() {  # run_stage I: stage I's command, its output in its log; status: 
 
 finished() {  # finished I OK: record how stage I ended; without --keep-going a failure stops the run
   if [ "$2" = 1 ]; then STATE[$1]=ok; return; fi
-  STATE[$1]=failed; FAILED="$FAILED ${NAMES[$1]}"
+  STATE[$1]=failed
   [ "$KEEP_GOING" = 1 ] || STOPPING=1
 }
 
@@ -240,7 +240,7 @@ while :; do
     else
       for need in ${NEEDS[$i]}; do
         case "$(state_of "$need")" in
-          failed|skipped) STATE[$i]=skipped; SKIPPED="$SKIPPED ${NAMES[$i]}"; ready=0
+          failed|skipped) STATE[$i]=skipped; ready=0
                           echo "run_all.sh: stage '${NAMES[$i]}' skipped: it needs '$need', which did not finish" >&2
                           break ;;
           wait|run) ready=0 ;;
@@ -261,6 +261,13 @@ while :; do
   sleep 1
 done
 [ "$STOPPING" = 1 ] && exit 1
+FAILED="" SKIPPED=""  # in the stages' order, not the order in which side-by-side stages ended
+for i in "${!NAMES[@]}"; do
+  case "${STATE[$i]}" in
+    failed) FAILED="$FAILED ${NAMES[$i]}" ;;
+    skipped) SKIPPED="$SKIPPED ${NAMES[$i]}" ;;
+  esac
+done
 if [ -n "$FAILED$SKIPPED" ]; then
   echo "run_all.sh: these stages FAILED:$FAILED (logs in $RUNS/logs)${SKIPPED:+; skipped, as they need one of them:$SKIPPED}" >&2
   exit 1

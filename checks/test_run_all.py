@@ -27,10 +27,10 @@ TABLE_ROWS = ["baseline", "mt-round-robin", "mt-random", "mt-pcgrad", "pretrain 
               "ensemble-seeds", "ensemble", "sentiment-sst", "sentiment-cfimdb", "majority class"]
 
 
-def run_all(*args):
+def run_all(*args, python=sys.executable):
     # its setup step would pip-install a missing plot library: run only where nothing is missing
     pytest.importorskip("matplotlib")
-    env = {**os.environ, "PYTHON": sys.executable}
+    env = {**os.environ, "PYTHON": str(python)}
     return subprocess.run(["bash", str(ROOT / "run_all.sh"), *map(str, args)], capture_output=True,
                           text=True, env=env, timeout=900)
 
@@ -43,11 +43,11 @@ def runs_folder(path, done):
     return path
 
 
-def run_to_fail(world, tmp_path, todo, *args):
+def run_to_fail(world, tmp_path, todo, *args, python=sys.executable):
     """run_all.sh with every stage but `todo` done, and no weights: each of `todo` that starts fails."""
     runs = runs_folder(tmp_path / "runs", [s for s in STAGES if s not in todo])
     return runs, run_all("--profile", "full", "--data-dir", world[1], "--weights", tmp_path / "no-weights",
-                         "--runs", runs, *args)
+                         "--runs", runs, *args, python=python)
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +171,20 @@ def test_jobs_with_keep_going_skip_the_stages_that_need_a_failed_one(world, tmp_
     assert events[-1] == "results" and "no runs with a summary.json" in (runs / "logs" / "results.log").read_text()
     assert ("these stages FAILED: mt-round-robin mt-random results (logs in "
             f"{runs}/logs); skipped, as they need one of them: mt-st") in proc.stderr
+
+
+def test_the_failure_summary_keeps_the_stages_order_whichever_fails_first(world, tmp_path):
+    """Side-by-side stages end in any order (a loaded machine once failed the test above that
+    way); the closing summary lists them in the stages' order. Here mt-round-robin, started
+    first, fails 3 s after mt-random."""
+    slow = tmp_path / "python-slow-on-mt-round-robin"
+    slow.write_text(f'#!/bin/sh\ncase "$*" in *mt-round-robin*) sleep 3 ;; esac\nexec "{sys.executable}" "$@"\n')
+    slow.chmod(0o755)
+    runs, proc = run_to_fail(world, tmp_path, ("mt-round-robin", "mt-random"), "--jobs", 2, "--keep-going", python=slow)
+    assert proc.returncode == 1
+    fails = [line for line in proc.stderr.splitlines() if line.endswith(".log") and "FAILED" in line]
+    assert "mt-random" in fails[0] and "mt-round-robin" in fails[1]  # they did end the other way round
+    assert f"these stages FAILED: mt-round-robin mt-random (logs in {runs}/logs)" in proc.stderr
 
 
 def test_jobs_stop_at_a_failure_once_the_stages_in_flight_end(world, tmp_path):
