@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from minibert.checkpoint import WeightsError, write_json
 from minibert.data import FORMATS, TASKS, TaskDataset, load_datasets, read_examples
-from minibert.heads import is_checkpoint, load_model, vocab_path
+from minibert.heads import load_model, require_checkpoint, vocab_path
 from minibert.paths import data_dir
 from minibert.runtime import autocast, device_name, pick_device
 from minibert.tokenizer import WordPieceTokenizer
@@ -167,10 +168,11 @@ def inference_options(p) -> None:
 def check_checkpoints(paths) -> None:
     """Refuse a path that is not a trained model with a clear message, before any work (an
     ensemble would otherwise lose the minutes spent on the members before it)."""
-    for path in paths:
-        if not is_checkpoint(path):
-            raise SystemExit(f"{path}: not a MultitaskBERT checkpoint (a run's best/ folder, with encoder/, "
-                             "heads.safetensors and heads.json)")
+    try:
+        for path in paths:
+            require_checkpoint(path)
+    except WeightsError as e:
+        raise SystemExit(str(e)) from None
 
 
 def predict_main(argv=None) -> int:
@@ -218,8 +220,6 @@ def ensemble_main(argv=None) -> int:
     p.add_argument("--limit", type=int, help="at most this many examples per task and split")
     inference_options(p)
     args = p.parse_args(argv)
-    from minibert.checkpoint import write_json
-
     check_checkpoints(args.checkpoints)
     device = pick_device(args.device)
     t0 = time.perf_counter()
@@ -237,7 +237,7 @@ def ensemble_main(argv=None) -> int:
             counts[split, task] = counts.get((split, task), 0) + 1
             data.setdefault(split, {})[task] = sets[split][task]  # ids and labels: the same in every vocabulary
         # the member alone on dev: progress, and what each model brings to the average
-        alone = metrics_from_outputs({t: preds["dev", t] for t in sets.get("dev", {})}, sets.get("dev", {}))
+        alone = metrics_from_outputs({t: preds["dev", t] for t in sets["dev"]}, sets["dev"])
         scores = ", ".join(f"{m} {v:.4f}" for m, v in alone.items()) or "trained for no task"
         print(f"member {k}/{len(args.checkpoints)} {ckpt}: dev {scores} [{time.perf_counter() - t0:.0f} s]", flush=True)
         del model

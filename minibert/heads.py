@@ -349,10 +349,7 @@ class MultitaskBERT(nn.Module):
     def load(cls, folder, **overrides):
         """Load a checkpoint folder written by `save`; `overrides` replace hyperparameters
         (e.g. dropout). Returns the model in eval mode."""
-        folder = Path(folder)
-        if not (folder / "heads.json").is_file():
-            raise WeightsError(f"{folder}: not a MultitaskBERT checkpoint (no heads.json; "
-                               "expected encoder/, heads.safetensors, heads.json)")
+        folder = require_checkpoint(folder)
         hparams = {**json.loads((folder / "heads.json").read_text()), **overrides}
         model = cls(BertModel.from_pretrained(folder / "encoder"), **hparams)
         heads = read_safetensors(folder / "heads.safetensors")
@@ -366,6 +363,14 @@ class MultitaskBERT(nn.Module):
 
 def is_checkpoint(folder) -> bool:
     return (Path(folder) / "heads.json").is_file()
+
+
+def require_checkpoint(folder) -> Path:
+    """`folder` as a Path if it is a MultitaskBERT checkpoint, else a WeightsError saying so."""
+    if not is_checkpoint(folder):
+        raise WeightsError(f"{folder}: not a MultitaskBERT checkpoint (no heads.json; expected a run's best/ "
+                           "folder: encoder/, heads.safetensors, heads.json)")
+    return Path(folder)
 
 
 def vocab_path(folder) -> Path:
