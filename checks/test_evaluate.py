@@ -1,0 +1,41 @@
+"""The metrics (minibert/evaluate.py) against NumPy's: Pearson's r against np.corrcoef, as the
+CS224N starter code computes it; accuracy against a count."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from minibert.evaluate import accuracy, pearson_r, score
+
+finite = st.floats(-5, 5, allow_nan=False, width=32)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(2, 60).flatmap(lambda n: st.tuples(st.lists(finite, min_size=n, max_size=n),
+                                                      st.lists(finite, min_size=n, max_size=n))))
+def test_pearson_r_equals_numpy_corrcoef(xy):
+    x, y = np.array(xy[0]), np.array(xy[1])
+    if x.std() < 1e-6 or y.std() < 1e-6:  # (near) constant: corrcoef may be nan, ours stays finite
+        assert np.isfinite(pearson_r(x, y))
+        return
+    assert pearson_r(x, y) == pytest.approx(np.corrcoef(x, y)[0, 1], abs=1e-9)
+
+
+def test_constant_scores_have_no_correlation():
+    assert pearson_r([2.0, 2.0, 2.0], [1.0, 2.0, 3.0]) == 0.0
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 4)), min_size=1, max_size=50))
+def test_accuracy_counts_matches(pairs):
+    pred, gold = zip(*pairs)
+    assert accuracy(pred, gold) == sum(p == g for p, g in pairs) / len(pairs)
+
+
+def test_score_reads_each_task_s_outputs():
+    sst = torch.tensor([[0.1, 0.7, 0.1, 0.05, 0.05], [0.5, 0.1, 0.1, 0.2, 0.1]])  # argmax 1, 0
+    assert score("sst", sst, torch.tensor([1, 1])) == 0.5
+    assert score("para", torch.tensor([0.9, 0.2, 0.6]), torch.tensor([1.0, 0.0, 0.0])) == pytest.approx(2 / 3)
+    sts, gold = torch.tensor([0.5, 2.0, 4.5]), torch.tensor([1.0, 2.5, 4.0])
+    assert score("sts", sts, gold) == pytest.approx(np.corrcoef(sts.numpy(), gold.numpy())[0, 1], abs=1e-6)
