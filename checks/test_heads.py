@@ -191,7 +191,7 @@ def test_sst_rdrop_compares_two_dropout_passes(model):
     ids, mask = random_batch(4, [4, 7, 2, 5], 7)
     batch = {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 4, 2, 1])}
     with torch.no_grad():
-        torch.testing.assert_close(model.loss("sst", batch, sst_rdrop=3.0), model.loss("sst", batch))
+        torch.testing.assert_close(model.loss("sst", batch, rdrop=3.0), model.loss("sst", batch))
         assert rdrop_agreement(model, "sst", batch) > 1e-6
 
 
@@ -203,10 +203,52 @@ def rdrop_agreement(model, task, batch):
         losses = []
         for alpha in (1.0, 2.0):
             torch.manual_seed(0)
-            losses.append(model.loss(task, batch, **{f"{task}_rdrop": alpha}))
+            losses.append(model.loss(task, batch, rdrop=alpha))
     finally:
         model.eval()
     return losses[1] - losses[0]
+
+
+@pytest.mark.parametrize("para_input", ["siamese", "cross"])
+def test_para_rdrop_is_bce_plus_the_bernoulli_kl(model, cross, para_input):
+    """Paraphrase R-Drop, either head. Without dropout (eval) both passes agree and the loss is
+    eq. 5's binary cross-entropy, so each copy's pairs still line up. In train mode, with the
+    two passes' logits caught, it is the mean of their BCEs plus alpha/2 times the two KL
+    divergences between Bernoulli(sigmoid(z1)) and Bernoulli(sigmoid(z2)), written out on
+    probabilities in float64."""
+    model = {"siamese": model, "cross": cross}[para_input]
+    ids1, m1 = random_batch(4, [4, 7, 2, 5], 10)
+    ids2, m2 = random_batch(4, [6, 3, 5, 1], 11)
+    y = torch.tensor([0.0, 1.0, 1.0, 0.0])
+    if para_input == "cross":
+        batch = dict(zip(("input_ids", "attention_mask", "token_type_ids"), model.join_pair(ids1, m1, ids2, m2)))
+    else:
+        batch = dict(zip(("input_ids", "attention_mask"), model.stack_pair(ids1, m1, ids2, m2)))
+    batch["labels"] = y
+    with torch.no_grad():
+        plain = F.binary_cross_entropy_with_logits(model.predict_paraphrase(ids1, m1, ids2, m2), y)
+        torch.testing.assert_close(model.loss("para", batch, rdrop=3.0), plain)
+        assert rdrop_agreement(model, "para", batch) > 1e-6
+
+        caught, original = [], model.paraphrase_logit
+        model.paraphrase_logit = lambda *a: caught.append(original(*a)) or caught[-1]
+        model.train()
+        try:
+            loss = model.loss("para", batch, rdrop=2.0)
+        finally:
+            model.eval()
+            del model.paraphrase_logit
+    p1, p2 = caught[0].double().sigmoid().unflatten(0, (2, -1))  # (B,) each: the two passes
+    yy = y.double()
+
+    def bce(p):
+        return -(yy * p.log() + (1 - yy) * (1 - p).log()).mean()
+
+    def kl(p, q):  # KL(Bernoulli(p) || Bernoulli(q)), averaged over the batch
+        return (p * (p / q).log() + (1 - p) * ((1 - p) / (1 - q)).log()).mean()
+
+    expected = (bce(p1) + bce(p2)) / 2 + 2.0 * (kl(p1, p2) + kl(p2, p1)) / 2
+    assert abs(loss.item() - expected.item()) <= 1e-5 * max(1.0, expected.item())
 
 
 @settings(max_examples=30, deadline=None)
@@ -244,10 +286,10 @@ def test_sts_rdrop_compares_two_dropout_passes(model, cross, sts_input):
     batch["labels"] = y
     with torch.no_grad():
         plain = F.mse_loss(model.predict_similarity(ids1, m1, ids2, m2), y)
-        torch.testing.assert_close(model.loss("sts", batch, sts_rdrop=3.0), plain)
+        torch.testing.assert_close(model.loss("sts", batch, rdrop=3.0), plain)
         assert rdrop_agreement(model, "sts", batch) > 1e-6
     with pytest.raises(ValueError, match="mse"):
-        model.loss("sts", batch, sts_loss="cosent", sts_rdrop=1.0)
+        model.loss("sts", batch, sts_loss="cosent", rdrop=1.0)
 
 
 def test_frozen_encoder_gets_no_gradient_and_no_dropout(model):

@@ -177,26 +177,26 @@ def test_random_pair_order_reads_about_half_the_training_pairs_the_other_way(wor
     assert train_losses(model, world, ["para"])["para"] < train_losses(before, world, ["para"])["para"]
 
 
-@pytest.mark.parametrize("task", ["sst", "sts"])
-def test_rdrop_trains_its_task_and_names_itself(world, tmp_path, monkeypatch, task):
-    """--sst-rdrop / --sts-rdrop: every training loss gets its weight, the run records it, the
-    results table names it, and the task's loss falls."""
+@pytest.mark.parametrize("task, label", [("sst", "SST"), ("para", "PD"), ("sts", "STS")])
+def test_rdrop_trains_its_task_and_names_itself(world, tmp_path, monkeypatch, task, label):
+    """--sst-rdrop / --para-rdrop / --sts-rdrop: every training loss gets its weight, the run
+    records it, the results table names it, and the task's loss falls."""
     weights, original = [], MultitaskBERT.loss
 
     def spy(self, task_, batch, **options):
         if self.training:
-            weights.append(options.get(f"{task}_rdrop"))
+            weights.append(options.get("rdrop"))
         return original(self, task_, batch, **options)
 
     monkeypatch.setattr(MultitaskBERT, "loss", spy)
     model = trained_model(world, tmp_path / "rdrop", "--tasks", task, f"--{task}-rdrop", "1")
     assert weights and set(weights) == {1.0}
     summary = json.loads((tmp_path / "rdrop" / "summary.json").read_text())
-    assert report.method(summary) == f"multitask (round-robin, {task} only, {task.upper()} R-Drop 1)"
+    assert report.method(summary) == f"multitask (round-robin, {task} only, {label} R-Drop 1)"
     assert train_losses(model, world, [task])[task] < train_losses(initial_model(world), world, [task])[task]
 
 
-@pytest.mark.parametrize("bad", [["--sst-rdrop", "-1"], ["--sts-rdrop", "-1"], ["--sts-rdrop", "1", "--sts-loss", "cosent"],
+@pytest.mark.parametrize("bad", [["--sst-rdrop", "-1"], ["--para-rdrop", "-1"], ["--sts-rdrop", "-1"], ["--sts-rdrop", "1", "--sts-loss", "cosent"],
                                  ["--ema", "1"], ["--ema", "-0.5"]])
 def test_bad_rdrop_and_ema_options_are_refused(bad):
     with pytest.raises(SystemExit, match=bad[0]):

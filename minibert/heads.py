@@ -269,33 +269,37 @@ class MultitaskBERT(nn.Module):
         return 5.0 * cos
         # END SOLUTION
 
-    def loss(self, task, batch, sts_loss="mse", sst_rdrop=0.0, sts_rdrop=0.0):
+    def loss(self, task, batch, sts_loss="mse", rdrop=0.0):
         """The task's training loss on a batch of data.py (a 0-dim tensor); `sts_loss`: the
-        paper's "mse" or "cosent" (see cosent_loss); `sst_rdrop` > 0: SST with R-Drop's
-        agreement term of that weight (see rdrop_loss); `sts_rdrop` > 0: the same for STS with
-        the MSE loss (see rdrop_mse_loss)."""
+        paper's "mse" or "cosent" (see cosent_loss); `rdrop` > 0: R-Drop's agreement term of
+        that weight joins the loss (see rdrop_loss; STS: rdrop_mse_loss, with the MSE loss)."""
         ids, mask, y = batch["input_ids"], batch["attention_mask"], batch["labels"]
+        types = batch.get("token_type_ids")  # joined pairs only
+        # R-Drop runs the batch twice in one forward pass: each copy draws its own dropout masks
+        stacked = task != "sst" and not self.joint_input(task)  # a siamese pair batch [s1; s2]
         if task == "sst":
-            if sst_rdrop:
-                # the batch twice in one forward pass: each copy draws its own dropout masks
+            if rdrop:
                 logits = self.sentiment_logits(twice(ids), twice(mask))  # (2B, K)
-                return rdrop_loss(logits.unflatten(0, (2, -1)), y, sst_rdrop)
+                return rdrop_loss(logits.unflatten(0, (2, -1)), y, rdrop)
             return F.cross_entropy(self.sentiment_logits(ids, mask), y)
         if task == "para":
+            if rdrop:
+                logit = self.paraphrase_logit(twice(ids, stacked), twice(mask, stacked), twice(types))  # (2B,)
+                # sigmoid(z) is the softmax of the two logits (0, z), and BCE its cross-entropy:
+                # the KL terms of rdrop_loss then compare two Bernoulli distributions
+                two_class = torch.stack([torch.zeros_like(logit), logit], -1)  # (2B, 2)
+                return rdrop_loss(two_class.unflatten(0, (2, -1)), y.long(), rdrop)
             # eq. 5 is binary cross-entropy of sigmoid(logit); BCE-with-logits computes the
             # same loss from the logit via log-sigmoid, which does not overflow or log(0)
-            logit = self.paraphrase_logit(ids, mask, batch.get("token_type_ids"))
-            return F.binary_cross_entropy_with_logits(logit, y)
+            return F.binary_cross_entropy_with_logits(self.paraphrase_logit(ids, mask, types), y)
         if task == "sts":
             if sts_loss not in STS_LOSSES:
                 raise ValueError(f"sts_loss must be one of {STS_LOSSES}, got {sts_loss!r}")
-            types = batch.get("token_type_ids")  # joined pairs only
-            if sts_rdrop:
+            if rdrop:
                 if sts_loss != "mse":
                     raise ValueError(f"R-Drop on STS goes with the mse loss, got {sts_loss!r}")
-                stacked = not self.joint_input("sts")
                 score = self.similarity_score(twice(ids, stacked), twice(mask, stacked), twice(types))  # (2B,)
-                return rdrop_mse_loss(score.unflatten(0, (2, -1)), y, sts_rdrop)
+                return rdrop_mse_loss(score.unflatten(0, (2, -1)), y, rdrop)
             score = self.similarity_score(ids, mask, types)  # (B,), on the labels' 0-5 scale
             if sts_loss == "mse":
                 return F.mse_loss(score, y)  # eq. 3

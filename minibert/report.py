@@ -43,9 +43,9 @@ def method(run) -> str:
         details.append(" + ".join(config["tasks"]) + " only")
     if config.get("sts_loss", "mse") != "mse":
         details.append(f"STS loss {config['sts_loss']}")
-    for task in ("sst", "sts"):
+    for task, label in (("sst", "SST"), ("para", "PD"), ("sts", "STS")):
         if config.get(f"{task}_rdrop"):
-            details.append(f"{task.upper()} R-Drop {config[f'{task}_rdrop']:g}")
+            details.append(f"{label} R-Drop {config[f'{task}_rdrop']:g}")
     if config.get("random_pair_order"):
         details.append("pairs in random order")
     if config.get("layer_lr_decay", 1.0) != 1.0:

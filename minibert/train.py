@@ -127,6 +127,8 @@ def parse_args(argv):
     p.add_argument("--sts-rdrop", type=float, default=0.0, help="R-Drop on STS (beyond the paper; "
                    "with --sts-loss mse): each STS batch runs twice with its own dropout, and the mean "
                    "squared difference of the two predictions, times this weight, joins the loss; 0: off")
+    p.add_argument("--para-rdrop", type=float, default=0.0, help="R-Drop on paraphrase (beyond the "
+                   "paper): as --sst-rdrop, the KL between the two passes' Bernoulli predictions; 0: off")
     p.add_argument("--ema", type=float, default=0.0, help="evaluate and keep an exponential moving "
                    "average of the weights with this decay, e.g. 0.998, the one tried (beyond the paper, "
                    "minibert/ema.py); 0: off")
@@ -158,7 +160,7 @@ def parse_args(argv):
     args.tasks = parse_tasks(args.tasks)
     if not 0 < args.layer_lr_decay <= 1:
         raise SystemExit(f"--layer-lr-decay {args.layer_lr_decay}: expected 0 < d <= 1 (1: off)")
-    for name in ("sst_rdrop", "sts_rdrop"):
+    for name in ("sst_rdrop", "para_rdrop", "sts_rdrop"):
         if getattr(args, name) < 0:
             raise SystemExit(f"--{name.replace('_', '-')} {getattr(args, name)}: expected a weight >= 0 (0: off)")
     if not 0 <= args.ema < 1:
@@ -266,8 +268,7 @@ def train_step(model, step_tasks, train, device, args, shared, heads, step) -> d
         batch = train[task].collate(idx, joint=model.joint_input(task), swap=swap)
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with autocast(device, args.amp):
-            losses[task] = model.loss(task, batch, sts_loss=args.sts_loss, sst_rdrop=args.sst_rdrop,
-                                      sts_rdrop=args.sts_rdrop)
+            losses[task] = model.loss(task, batch, sts_loss=args.sts_loss, rdrop=getattr(args, f"{task}_rdrop"))
         if len(step_tasks) == 1:
             losses[task].backward()
     if len(step_tasks) == 1:
