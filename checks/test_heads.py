@@ -209,27 +209,27 @@ def rdrop_agreement(model, task, batch):
     return losses[1] - losses[0]
 
 
-@pytest.mark.parametrize("para_input", ["siamese", "cross"])
-def test_para_rdrop_is_bce_plus_the_bernoulli_kl(model, cross, para_input):
-    """Paraphrase R-Drop, either head. Without dropout (eval) both passes agree and the loss is
-    eq. 5's binary cross-entropy, so each copy's pairs still line up. In train mode, with the
-    two passes' logits caught, it is the mean of their BCEs plus alpha/2 times the two KL
-    divergences between Bernoulli(sigmoid(z1)) and Bernoulli(sigmoid(z2)), written out on
-    probabilities in float64."""
-    model = {"siamese": model, "cross": cross}[para_input]
-    ids1, m1 = random_batch(4, [4, 7, 2, 5], 10)
-    ids2, m2 = random_batch(4, [6, 3, 5, 1], 11)
-    y = torch.tensor([0.0, 1.0, 1.0, 0.0])
-    if para_input == "cross":
+def pair_training_batch(model, pair_input, labels, seed):
+    """Four random pairs as data.py's collate lays them out for a pair head ("cross": joined,
+    "siamese": stacked), with `labels`; and the pair's two sides, for predict_*."""
+    ids1, m1 = random_batch(4, [4, 7, 2, 5], seed)
+    ids2, m2 = random_batch(4, [6, 3, 5, 1], seed + 1)
+    if pair_input == "cross":
         batch = dict(zip(("input_ids", "attention_mask", "token_type_ids"), model.join_pair(ids1, m1, ids2, m2)))
     else:
         batch = dict(zip(("input_ids", "attention_mask"), model.stack_pair(ids1, m1, ids2, m2)))
-    batch["labels"] = y
-    with torch.no_grad():
-        plain = F.binary_cross_entropy_with_logits(model.predict_paraphrase(ids1, m1, ids2, m2), y)
-        torch.testing.assert_close(model.loss("para", batch, rdrop=3.0), plain)
-        assert rdrop_agreement(model, "para", batch) > 1e-6
+    return {**batch, "labels": labels}, (ids1, m1, ids2, m2)
 
+
+@pytest.mark.parametrize("para_input", ["siamese", "cross"])
+def test_para_rdrop_is_bce_plus_the_bernoulli_kl(model, cross, para_input):
+    """Paraphrase R-Drop, either head, in train mode with the two passes' logits caught: the
+    mean of their BCEs (eq. 5) plus alpha/2 times the two KL divergences between
+    Bernoulli(sigmoid(z1)) and Bernoulli(sigmoid(z2)), written out on probabilities in float64."""
+    model = {"siamese": model, "cross": cross}[para_input]
+    y = torch.tensor([0.0, 1.0, 1.0, 0.0])
+    batch, _ = pair_training_batch(model, para_input, y, seed=10)
+    with torch.no_grad():
         caught, original = [], model.paraphrase_logit
         model.paraphrase_logit = lambda *a: caught.append(original(*a)) or caught[-1]
         model.train()
@@ -270,26 +270,26 @@ def test_twice_keeps_stacked_pairs_paired():
     assert twice(s1).flatten().tolist() == [1, 2, 1, 2] and twice(None) is None
 
 
-@pytest.mark.parametrize("sts_input", ["siamese", "cross"])
-def test_sts_rdrop_compares_two_dropout_passes(model, cross, sts_input):
-    """STS R-Drop, either head: without dropout (eval) the two passes agree and the loss is the
-    paper's MSE, so each copy's pairs still line up; with dropout the copies must differ (the
-    agreement term, the difference between weights 2 and 1 under the same draws, is above 0)."""
-    model = {"siamese": model, "cross": cross}[sts_input]
-    ids1, m1 = random_batch(4, [4, 7, 2, 5], 8)
-    ids2, m2 = random_batch(4, [6, 3, 5, 1], 9)
-    y = torch.tensor([0.0, 2.5, 5.0, 1.0])
-    if sts_input == "cross":
-        batch = dict(zip(("input_ids", "attention_mask", "token_type_ids"), model.join_pair(ids1, m1, ids2, m2)))
-    else:
-        batch = dict(zip(("input_ids", "attention_mask"), model.stack_pair(ids1, m1, ids2, m2)))
-    batch["labels"] = y
+@pytest.mark.parametrize("task", ["para", "sts"])
+@pytest.mark.parametrize("pair_input", ["siamese", "cross"])
+def test_pair_rdrop_compares_two_dropout_passes(model, cross, task, pair_input):
+    """R-Drop on a pair task, either head: without dropout (eval) the two passes agree and the
+    loss is the plain one (eq. 5's BCE, eq. 3's MSE), so each copy's pairs still line up; with
+    dropout the copies must differ (the agreement term, the difference between weights 2 and 1
+    under the same draws, is above 0)."""
+    model = {"siamese": model, "cross": cross}[pair_input]
+    y = torch.tensor([0.0, 1.0, 1.0, 0.0]) if task == "para" else torch.tensor([0.0, 2.5, 5.0, 1.0])
+    batch, pair = pair_training_batch(model, pair_input, y, seed=8)
     with torch.no_grad():
-        plain = F.mse_loss(model.predict_similarity(ids1, m1, ids2, m2), y)
-        torch.testing.assert_close(model.loss("sts", batch, rdrop=3.0), plain)
-        assert rdrop_agreement(model, "sts", batch) > 1e-6
-    with pytest.raises(ValueError, match="mse"):
-        model.loss("sts", batch, sts_loss="cosent", rdrop=1.0)
+        if task == "para":
+            plain = F.binary_cross_entropy_with_logits(model.predict_paraphrase(*pair), y)
+        else:
+            plain = F.mse_loss(model.predict_similarity(*pair), y)
+        torch.testing.assert_close(model.loss(task, batch, rdrop=3.0), plain)
+        assert rdrop_agreement(model, task, batch) > 1e-6
+    if task == "sts":
+        with pytest.raises(ValueError, match="mse"):
+            model.loss("sts", batch, sts_loss="cosent", rdrop=1.0)
 
 
 def test_frozen_encoder_gets_no_gradient_and_no_dropout(model):
