@@ -6,7 +6,7 @@
 #
 # Profiles: quick (the default without CUDA: every stage on subsets, 8 to 13 minutes on
 # 2 CPU cores, depending on the machine) and full (the default with CUDA: the whole table on
-# one GPU, plus two more seeds of the best pipeline and their ensemble).
+# one GPU, plus two more seeds of the best pipeline, one-task models, and their ensembles).
 # Each stage writes its outputs under runs/ and a marker runs/.done/STAGE when complete;
 # a re-run skips completed stages (--force runs them again). The first failing stage stops
 # the run with the stage's name and the path of its log (--keep-going: runs the stages after
@@ -172,6 +172,22 @@ if [ "$PROFILE" = full ]; then  # too long for quick: two more seeds of the best
     $M ensemble --data-dir "$DATA_DIR" --out "$RUNS/ensemble-seeds" \
     --checkpoints "$RUNS/mt-cross-st/best" "$RUNS/mt-cross-seed1-st/best" "$RUNS/mt-cross-seed2-st/best" \
     "$RUNS/sts-cross/best"
+  # one-task members (results/study.md): SST alone with R-Drop 3 and STS alone with R-Drop 1,
+  # two seeds each, each voting on its own task only; with the ensemble above they make the
+  # study's best kind of ensemble
+  for seed in 0 1; do
+    stage "sst-alone-$seed" \
+      $TRAIN --stage multitask --tasks sst --sst-rdrop 3 --epochs 4 --seed "$seed" \
+      --name "SST alone, R-Drop 3, seed $seed" --out "$RUNS/sst-alone-$seed"
+    stage "sts-alone-$seed" \
+      $TRAIN --stage multitask --tasks sts --sts-rdrop 1 --epochs 3 --seed "$seed" \
+      --name "STS alone, R-Drop 1, seed $seed" --out "$RUNS/sts-alone-$seed"
+  done
+  stage ensemble-best --after "mt-cross-st mt-cross-seed1-st mt-cross-seed2-st sts-cross sst-alone-0 sst-alone-1 sts-alone-0 sts-alone-1" \
+    $M ensemble --data-dir "$DATA_DIR" --out "$RUNS/ensemble-best" \
+    --checkpoints "$RUNS/mt-cross-st/best" "$RUNS/mt-cross-seed1-st/best" "$RUNS/mt-cross-seed2-st/best" \
+    "$RUNS/sts-cross/best" "$RUNS/sst-alone-0/best" "$RUNS/sst-alone-1/best" "$RUNS/sts-alone-0/best" \
+    "$RUNS/sts-alone-1/best"
 fi
 stage ensemble --after "mt-cross-st mt-st pt-mt-st mt-random" \
   $M ensemble --data-dir "$DATA_DIR" $LIMIT --out "$RUNS/ensemble" \

@@ -20,11 +20,13 @@ CHECK_STAGES = ["model-check", "tokenizer-check", "optimizer-check"]
 STAGES = CHECK_STAGES + ["sentiment-sst", "sentiment-cfimdb", "pretrain", "baseline", "mt-round-robin",
                          "mt-random", "mt-pcgrad", "pt-mt", "mt-st", "pt-mt-st", "mt-cross", "mt-cross-st",
                          "mt-cross-seed1", "mt-cross-seed1-st", "mt-cross-seed2", "mt-cross-seed2-st",
-                         "sts-cross", "ensemble-seeds", "ensemble", "results"]
+                         "sts-cross", "ensemble-seeds", "sst-alone-0", "sts-alone-0", "sst-alone-1",
+                         "sts-alone-1", "ensemble-best", "ensemble", "results"]
 TABLE_ROWS = ["baseline", "mt-round-robin", "mt-random", "mt-pcgrad", "pretrain + mt round-robin",
               "mt round-robin + single-task", "pretrain + mt + single-task", "mt round-robin, cross PD",
               "mt cross + single-task", "mt cross + single-task, seed 2", "STS cross-encoder on mt-cross",
-              "ensemble-seeds", "ensemble", "sentiment-sst", "sentiment-cfimdb", "majority class"]
+              "ensemble-seeds", "SST alone, R-Drop 3, seed 1", "STS alone, R-Drop 1, seed 0", "ensemble-best",
+              "ensemble", "sentiment-sst", "sentiment-cfimdb", "majority class"]
 
 
 def run_all(*args, python=sys.executable):
@@ -89,6 +91,14 @@ def test_full_profile_runs_every_stage_in_order(full_run):
     assert seeds["members"] == {"sst": 3, "para": 3, "sts": 4}
     assert json.loads((runs / "sts-cross" / "config.json").read_text())["weights"] == str(runs / "mt-cross/best/encoder")
     assert json.loads((runs / "mt-cross-seed2-st" / "config.json").read_text())["seed"] == 2
+    # the one-task members of ensemble-best vote on their own task only
+    for run, task, rdrop, epochs in [("sst-alone-1", "sst", 3, 4), ("sts-alone-0", "sts", 1, 3)]:
+        config = json.loads((runs / run / "config.json").read_text())
+        assert (config["tasks"], config[f"{task}_rdrop"], config["epochs"]) == ([task], rdrop, epochs)
+    best = json.loads((runs / "ensemble-best" / "summary.json").read_text())
+    assert best["checkpoints"] == seeds["checkpoints"] + [str(runs / f"{r}/best") for r in (
+        "sst-alone-0", "sst-alone-1", "sts-alone-0", "sts-alone-1")]
+    assert best["members"] == {"sst": 5, "para": 3, "sts": 6}
 
 
 def test_rerun_skips_finished_stages(full_run):
