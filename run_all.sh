@@ -159,6 +159,11 @@ cross_pipeline() {  # cross_pipeline NAME SEED LABEL: its multitask stage NAME, 
     $TRAIN --stage single-task --epochs $ST_EPOCHS --weights "$RUNS/$1/best" \
     --seed "$2" --name "mt cross + single-task$3" --out "$RUNS/$1-st"
 }
+ensemble_stage() {  # ensemble_stage NAME MEMBER...: the members' best/ averaged, once they are done
+  local name="$1" members=() m; shift
+  for m in "$@"; do members+=("$RUNS/$m/best"); done
+  stage "$name" --after "$*" $M ensemble --data-dir "$DATA_DIR" $LIMIT --out "$RUNS/$name" --checkpoints "${members[@]}"
+}
 cross_pipeline mt-cross 0 ""
 if [ "$PROFILE" = full ]; then  # too long for quick: two more seeds of the best pipeline,
   cross_pipeline mt-cross-seed1 1 ", seed 1"
@@ -168,10 +173,8 @@ if [ "$PROFILE" = full ]; then  # too long for quick: two more seeds of the best
   stage sts-cross --after mt-cross \
     $TRAIN --stage multitask --tasks sts --sts-input cross --epochs $MT_EPOCHS \
     --weights "$RUNS/mt-cross/best/encoder" --name "STS cross-encoder on mt-cross" --out "$RUNS/sts-cross"
-  stage ensemble-seeds --after "mt-cross-st mt-cross-seed1-st mt-cross-seed2-st sts-cross" \
-    $M ensemble --data-dir "$DATA_DIR" --out "$RUNS/ensemble-seeds" \
-    --checkpoints "$RUNS/mt-cross-st/best" "$RUNS/mt-cross-seed1-st/best" "$RUNS/mt-cross-seed2-st/best" \
-    "$RUNS/sts-cross/best"
+  SEED_MEMBERS="mt-cross-st mt-cross-seed1-st mt-cross-seed2-st sts-cross"
+  ensemble_stage ensemble-seeds $SEED_MEMBERS
   # one-task members (results/study.md): SST alone with R-Drop 3 and STS alone with R-Drop 1,
   # two seeds each, each voting on its own task only; with the ensemble above they make the
   # study's best kind of ensemble
@@ -183,15 +186,9 @@ if [ "$PROFILE" = full ]; then  # too long for quick: two more seeds of the best
       $TRAIN --stage multitask --tasks sts --sts-rdrop 1 --epochs 3 --seed "$seed" \
       --name "STS alone, R-Drop 1, seed $seed" --out "$RUNS/sts-alone-$seed"
   done
-  stage ensemble-best --after "mt-cross-st mt-cross-seed1-st mt-cross-seed2-st sts-cross sst-alone-0 sst-alone-1 sts-alone-0 sts-alone-1" \
-    $M ensemble --data-dir "$DATA_DIR" --out "$RUNS/ensemble-best" \
-    --checkpoints "$RUNS/mt-cross-st/best" "$RUNS/mt-cross-seed1-st/best" "$RUNS/mt-cross-seed2-st/best" \
-    "$RUNS/sts-cross/best" "$RUNS/sst-alone-0/best" "$RUNS/sst-alone-1/best" "$RUNS/sts-alone-0/best" \
-    "$RUNS/sts-alone-1/best"
+  ensemble_stage ensemble-best $SEED_MEMBERS sst-alone-0 sst-alone-1 sts-alone-0 sts-alone-1
 fi
-stage ensemble --after "mt-cross-st mt-st pt-mt-st mt-random" \
-  $M ensemble --data-dir "$DATA_DIR" $LIMIT --out "$RUNS/ensemble" \
-  --checkpoints "$RUNS/mt-cross-st/best" "$RUNS/mt-st/best" "$RUNS/pt-mt-st/best" "$RUNS/mt-random/best"
+ensemble_stage ensemble mt-cross-st mt-st pt-mt-st mt-random
 stage results --last  $M results --runs "$RUNS" --out "$RUNS/results"  # the table of what ran
 
 # ---- run them ---------------------------------------------------------------------------
