@@ -30,6 +30,11 @@ def random_batch(B, lengths, seed):
     return ids * mask, mask
 
 
+def random_pair(seed):
+    """Four pairs of random sentences of mixed lengths: (ids1, mask1, ids2, mask2)."""
+    return (*random_batch(4, [4, 7, 2, 5], seed), *random_batch(4, [6, 3, 5, 1], seed + 1))
+
+
 @settings(max_examples=20, deadline=None)
 @given(st.lists(st.integers(1, 9), min_size=1, max_size=5), st.integers(0, 2**16))
 def test_mean_pool_ignores_padding(lengths, seed):
@@ -61,8 +66,7 @@ def test_pair_predictions_do_not_depend_on_padding_or_batching(model, cross, pai
 
 
 def test_similarity_is_five_times_torch_cosine(model):
-    ids1, m1 = random_batch(4, [4, 7, 2, 5], 2)
-    ids2, m2 = random_batch(4, [6, 3, 5, 1], 3)
+    ids1, m1, ids2, m2 = random_pair(2)
     with torch.no_grad():
         got = model.predict_similarity(ids1, m1, ids2, m2)
         h1, h2 = model.bert(ids1, m1)["last_hidden_state"], model.bert(ids2, m2)["last_hidden_state"]
@@ -129,8 +133,7 @@ def test_sentiment_uses_alpha_weighted_cls_and_mean(model):
 
 
 def test_losses_are_the_papers(model):
-    ids1, m1 = random_batch(4, [4, 7, 2, 5], 5)
-    ids2, m2 = random_batch(4, [6, 3, 5, 1], 6)
+    ids1, m1, ids2, m2 = random_pair(5)
     stacked = MultitaskBERT.stack_pair(ids1, m1, ids2, m2)
     batch = {"input_ids": stacked[0], "attention_mask": stacked[1]}
     with torch.no_grad():
@@ -158,8 +161,7 @@ def test_cosent_loss_is_its_definition(rows):
 
 
 def test_cosent_sts_loss_ranks_the_scaled_cosines(model):
-    ids1, m1 = random_batch(4, [4, 7, 2, 5], 5)
-    ids2, m2 = random_batch(4, [6, 3, 5, 1], 6)
+    ids1, m1, ids2, m2 = random_pair(5)
     ids, mask = MultitaskBERT.stack_pair(ids1, m1, ids2, m2)
     batch = {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0.0, 2.5, 5.0, 1.0])}
     with torch.no_grad():
@@ -209,16 +211,11 @@ def rdrop_agreement(model, task, batch):
     return losses[1] - losses[0]
 
 
-def pair_training_batch(model, pair_input, labels, seed):
-    """Four random pairs as data.py's collate lays them out for a pair head ("cross": joined,
-    "siamese": stacked), with `labels`; and the pair's two sides, for predict_*."""
-    ids1, m1 = random_batch(4, [4, 7, 2, 5], seed)
-    ids2, m2 = random_batch(4, [6, 3, 5, 1], seed + 1)
-    if pair_input == "cross":
-        batch = dict(zip(("input_ids", "attention_mask", "token_type_ids"), model.join_pair(ids1, m1, ids2, m2)))
-    else:
-        batch = dict(zip(("input_ids", "attention_mask"), model.stack_pair(ids1, m1, ids2, m2)))
-    return {**batch, "labels": labels}, (ids1, m1, ids2, m2)
+def pair_batch(model, task, pair, labels):
+    """`pair` (ids1, mask1, ids2, mask2) laid out as data.py's collate does for `task`'s head
+    (model.pair_input: joined for a cross-encoder, else stacked), with `labels`."""
+    keys = ("input_ids", "attention_mask", "token_type_ids")  # stacked pairs have no token types
+    return {**dict(zip(keys, model.pair_input(task, *pair))), "labels": labels}
 
 
 @pytest.mark.parametrize("para_input", ["siamese", "cross"])
@@ -228,7 +225,7 @@ def test_para_rdrop_is_bce_plus_the_bernoulli_kl(model, cross, para_input):
     Bernoulli(sigmoid(z1)) and Bernoulli(sigmoid(z2)), written out on probabilities in float64."""
     model = {"siamese": model, "cross": cross}[para_input]
     y = torch.tensor([0.0, 1.0, 1.0, 0.0])
-    batch, _ = pair_training_batch(model, para_input, y, seed=10)
+    batch = pair_batch(model, "para", random_pair(10), y)
     with torch.no_grad():
         caught, original = [], model.paraphrase_logit
         model.paraphrase_logit = lambda *a: caught.append(original(*a)) or caught[-1]
@@ -279,7 +276,8 @@ def test_pair_rdrop_compares_two_dropout_passes(model, cross, task, pair_input):
     under the same draws, is above 0)."""
     model = {"siamese": model, "cross": cross}[pair_input]
     y = torch.tensor([0.0, 1.0, 1.0, 0.0]) if task == "para" else torch.tensor([0.0, 2.5, 5.0, 1.0])
-    batch, pair = pair_training_batch(model, pair_input, y, seed=8)
+    pair = random_pair(8)
+    batch = pair_batch(model, task, pair, y)
     with torch.no_grad():
         if task == "para":
             plain = F.binary_cross_entropy_with_logits(model.predict_paraphrase(*pair), y)
