@@ -7,6 +7,7 @@ import copy
 import csv
 import json
 import os
+import re
 import shutil
 import socket
 from collections import Counter
@@ -15,7 +16,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from minibert import evaluate, report, train
+from minibert import __main__ as cli, evaluate, report, train
 from minibert.checkpoint import latest_checkpoint, read_safetensors
 from minibert.data import DataError, TaskDataset, load_datasets
 from minibert.heads import MultitaskBERT, load_model
@@ -399,6 +400,34 @@ def test_bad_input(world, rr_run, tmp_path):
         train.main(["--out", str(tmp_path / "x"), "--weights", str(world[0]), "--data-dir", str(tmp_path)])
     with pytest.raises(SystemExit, match="task-probs"):
         train.parse_args(["--out", "x", "--task-probs", "para=2"])
+
+
+def test_commands_end_bad_input_with_its_message_not_a_traceback(world, rr_run, tmp_path, capsys, monkeypatch):
+    """`python -m minibert`: a bad data file or folder, or a missing vocabulary, ends the
+    command with status 1 and one line naming it, and writes nothing; a bug (any other
+    exception) keeps its traceback, as does every error with MINIBERT_TRACEBACK=1."""
+    monkeypatch.delenv("MINIBERT_TRACEBACK", raising=False)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id\tfoo\n1\tbar\n")
+    predict = ["predict", "--checkpoint", str(rr_run / "best"), "--task", "sts", "--output", str(tmp_path / "out.csv")]
+    train_on = ["train", "--out", str(tmp_path / "run"), *FAST]
+    cases = [(predict + ["--input", str(tmp_path / "missing.csv")], "missing.csv: no such file"),
+             (predict + ["--input", str(tmp_path)], "a folder, not a file"),
+             (predict + ["--input", str(bad)], r"bad.csv: wrong header \['id', 'foo'\]"),
+             (train_on + ["--weights", str(world[0]), "--data-dir", str(tmp_path)], "data folder .* is missing files"),
+             (train_on + ["--weights", str(tmp_path), "--data-dir", str(world[1])], "no vocabulary file")]
+    for argv, message in cases:
+        assert cli.main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert re.match(f"python -m minibert {argv[0]}: error: .*{message}", err), err
+    assert list(tmp_path.iterdir()) == [bad]  # no prediction file, no run folder
+    monkeypatch.setenv("MINIBERT_TRACEBACK", "1")
+    with pytest.raises(DataError, match="missing.csv"):
+        cli.main(cases[0][0])
+    monkeypatch.delenv("MINIBERT_TRACEBACK")
+    monkeypatch.setattr(evaluate, "predict_main", lambda argv: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        cli.main(predict)
 
 
 def test_one_task_alone(world, tmp_path):

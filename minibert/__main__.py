@@ -2,10 +2,16 @@
 
 Each command lives in the module that owns it (a `main(argv)` function), and is imported
 only when asked for, so `python -m minibert fetch-weights` does not import torch.
+
+Bad input (a data file, a weights folder, a checkpoint: minibert/errors.py) ends a command
+with its one-line message, not a traceback.
 """
 
 import importlib
+import os
 import sys
+
+from minibert.errors import is_input_error
 
 # command -> (module, function, one-line help)
 COMMANDS = {
@@ -42,7 +48,13 @@ def main(argv=None) -> int:
         print(f"unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module, function, _ = COMMANDS[name]
-    return getattr(importlib.import_module(module), function)(rest) or 0
+    try:
+        return getattr(importlib.import_module(module), function)(rest) or 0
+    except Exception as e:
+        if not is_input_error(e) or os.environ.get("MINIBERT_TRACEBACK"):
+            raise  # a bug, or asked for: the whole traceback
+        print(f"python -m minibert {name}: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -19,8 +19,10 @@ import numpy as np
 import torch
 from safetensors.torch import load as _st_load, save as _st_save
 
+from minibert.errors import InputError
 
-class WeightsError(ValueError):
+
+class WeightsError(InputError):
     """A weights file or folder that cannot be loaded; the message names the file and key."""
 
 

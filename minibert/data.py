@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from minibert.batching import bucketed_batches, join_pair, pad_batch
+from minibert.errors import InputError
 
 TASKS = ("sst", "para", "sts")
 
@@ -43,7 +44,7 @@ NUM_CLASSES = {"sst": 5, "cfimdb": 2}
 SPLITS = ("train", "dev", "test")  # test = the unlabelled *-test-student.csv files
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """A data file or folder that cannot be used; the message names the file."""
 
 
@@ -108,7 +109,8 @@ def read_examples(path, task: str, labelled: bool = None) -> list:
         labelled = "test-student" not in path.name
     expected = ("id", *text_cols) + ((label_col,) if labelled else ())
     if not path.is_file():
-        raise DataError(f"{path}: no such file (a {task} file with columns {', '.join(expected)})")
+        what = "a folder, not a file" if path.is_dir() else "no such file"
+        raise DataError(f"{path}: {what} (a {task} file with columns {', '.join(expected)})")
     examples, skipped = [], 0
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f, delimiter="\t")

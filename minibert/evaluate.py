@@ -201,9 +201,12 @@ def predict_main(argv=None) -> int:
 
 
 def _read_any(path, task, tok, max_length):
-    """A CSV with or without labels: labelled if its header has the label column."""
-    with open(path, newline="", encoding="utf-8") as f:
-        header = next(csv.reader(f, delimiter="\t"), [])
+    """A CSV with or without labels: labelled if its header has the label column. (A path
+    that is not a file reads as unlabelled, and read_examples says it is missing.)"""
+    header = []
+    if Path(path).is_file():
+        with open(path, newline="", encoding="utf-8") as f:
+            header = next(csv.reader(f, delimiter="\t"), [])
     labelled = FORMATS[task][2] in header
     return TaskDataset(task, read_examples(path, task, labelled=labelled), tok, max_length)
 
