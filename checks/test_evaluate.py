@@ -39,3 +39,8 @@ def test_score_reads_each_task_s_outputs():
     assert score("para", torch.tensor([0.9, 0.2, 0.6]), torch.tensor([1.0, 0.0, 0.0])) == pytest.approx(2 / 3)
     sts, gold = torch.tensor([0.5, 2.0, 4.5]), torch.tensor([1.0, 2.5, 4.0])
     assert score("sts", sts, gold) == pytest.approx(np.corrcoef(sts.numpy(), gold.numpy())[0, 1], abs=1e-6)
+    # scores outside the labels' scale 0..5 (5 cos reaches -5) are clipped to it first
+    outside, gold = torch.tensor([-2.0, -0.5, 1.0, 3.0, 4.0]), torch.tensor([0.0, 1.0, 1.5, 3.0, 4.5])
+    clipped = np.array([0.0, 0.0, 1.0, 3.0, 4.0])
+    assert score("sts", outside, gold) == pytest.approx(np.corrcoef(clipped, gold.numpy())[0, 1], abs=1e-6)
+    assert score("sts", outside + 2.0, gold) == pytest.approx(np.corrcoef([0.0, 1.5, 3.0, 5.0, 5.0], gold.numpy())[0, 1], abs=1e-6)

@@ -331,7 +331,7 @@ def test_prediction_files(world, rr_run):
             ids = [r[src[0].index("id")] for r in src[1:] if len(r) == len(src[0]) and r[-1] != ""]  # minus the malformed row
             assert [r[0] for r in rows[1:]] == ids
             values = [float(r[1]) for r in rows[1:]]
-            allowed = {"sst": lambda v: v in range(5), "para": lambda v: v in (0, 1), "sts": lambda v: -5 <= v <= 5}
+            allowed = {"sst": lambda v: v in range(5), "para": lambda v: v in (0, 1), "sts": lambda v: 0 <= v <= 5}
             assert all(map(allowed[task], values)), (task, split, values)
 
 

@@ -1,6 +1,7 @@
 """Metrics, prediction files and ensembles (paper sections 4.3 and 5.2).
 
-    SST and paraphrase: accuracy.  STS: Pearson's r.  Overall: their unweighted mean.
+    SST and paraphrase: accuracy.  STS: Pearson's r (of scores clipped to 0..5, see to_labels).
+    Overall: their unweighted mean.
 
 Prediction files use the CS224N format, cleaned up: a header `id,Predicted_Sentiment`
 (`Predicted_Is_Paraphrase`, `Predicted_Similiarity`, the starter code's spelling, so
@@ -49,7 +50,11 @@ def to_labels(task, outputs):
         return outputs.argmax(-1)  # class of highest probability (eq. 2)
     if task == "para":
         return (outputs > 0.5).long()
-    return outputs  # a similarity score is its own prediction
+    # a similarity score is its own prediction, on the labels' scale 0..5. The paper's 5 cos
+    # (eq. 3) reaches down to -5; beyond the paper, a score below 0 is read as 0 (no pair is
+    # less similar than unrelated): on the 2-core CPU this added 0.0003 to 0.0015 to dev r
+    # (results/study.md). A cross-encoder's scores are in 0..5 already.
+    return outputs.clamp(0.0, 5.0)
 
 
 def score(task, outputs, labels) -> float:
