@@ -4,7 +4,7 @@ Each command lives in the module that owns it (a `main(argv)` function), and is 
 only when asked for, so `python -m minibert fetch-weights` does not import torch.
 
 Bad input (a data file, a weights folder, a checkpoint: minibert/errors.py) ends a command
-with its one-line message, not a traceback.
+with its message, not a traceback.
 """
 
 import importlib

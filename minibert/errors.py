@@ -1,7 +1,7 @@
 """The errors a user can mend: a bad data file or folder, a bad weights file or checkpoint.
 
-Their messages name the file and say what was expected, so `python -m minibert` prints them
-as one line, `python -m minibert COMMAND: error: MESSAGE`, and exits with status 1, instead
+Their messages name the file and say what was expected, so `python -m minibert` prints just
+the message, `python -m minibert COMMAND: error: MESSAGE`, and exits with status 1, instead
 of a traceback that buries the message under our own call stack. A missing file
 (FileNotFoundError) is treated the same way. Any other exception is a bug, and keeps its
 traceback; MINIBERT_TRACEBACK=1 shows the traceback of these ones too.

@@ -52,7 +52,7 @@ def to_labels(task, outputs):
         return (outputs > 0.5).long()
     # a similarity score is its own prediction, on the labels' scale 0..5. The paper's 5 cos
     # (eq. 3) reaches down to -5; beyond the paper, a score below 0 is read as 0 (no pair is
-    # less similar than unrelated): on the 2-core CPU this added 0.0003 to 0.0015 to dev r
+    # less similar than unrelated): on the 2-core CPU this added 0.0001 to 0.0015 to dev r
     # (results/study.md). A cross-encoder's scores are in 0..5 already.
     return outputs.clamp(0.0, 5.0)
 
