@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 from collections import Counter
 
@@ -21,7 +22,7 @@ from minibert.checkpoint import latest_checkpoint, read_safetensors
 from minibert.data import DataError, TaskDataset, load_datasets
 from minibert.heads import MultitaskBERT, load_model
 from minibert.optim import AdamW
-from minibert.runtime import seed_everything
+from minibert.runtime import StopRequest, seed_everything
 from minibert.tokenizer import WordPieceTokenizer
 from tiny_world import make_world
 
@@ -313,6 +314,47 @@ def test_resume_equals_uninterrupted_bitwise(world, tmp_path, schedule, extra):
     assert strip(full) == strip(part)
     for f in ("sst-dev-output.csv", "para-test-output.csv", "sts-dev-output.csv"):
         assert (full / "predictions" / f).read_text() == (part / "predictions" / f).read_text()
+
+
+def test_ctrl_c_stops_at_the_end_of_a_step_with_a_checkpoint(world, tmp_path, monkeypatch, capsys):
+    """The first Ctrl-C (SIGINT) lets the step it interrupts finish, saves a checkpoint there
+    and raises KeyboardInterrupt; --resume then ends where an uninterrupted run ends, bitwise."""
+    usual = signal.getsignal(signal.SIGINT)
+    full, part = run(world, tmp_path / "full", "--epochs", "2"), tmp_path / "part"
+    real_step = train.train_step
+
+    def step(*a):  # a[-1]: the steps taken before this one
+        if a[-1] == 3:
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C during the 4th step (mid-epoch 1)
+        return real_step(*a)
+
+    monkeypatch.setattr(train, "train_step", step)
+    with pytest.raises(KeyboardInterrupt):
+        run(world, part, "--epochs", "2")
+    assert signal.getsignal(signal.SIGINT) is usual
+    assert latest_checkpoint(part / "checkpoints").name == "step-0000004"
+    assert not (part / "summary.json").exists()
+    out = capsys.readouterr()
+    assert "Ctrl-C: stopping after this step" in out.err and "stopped after step 4, checkpoint saved" in out.out
+    monkeypatch.setattr(train, "train_step", real_step)
+    run(world, part, "--epochs", "2", "--resume")
+    a, b = (read_safetensors(latest_checkpoint(d / "checkpoints") / "model.safetensors") for d in (full, part))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for f in ("sst-dev-output.csv", "para-test-output.csv", "sts-dev-output.csv"):
+        assert (full / "predictions" / f).read_text() == (part / "predictions" / f).read_text()
+
+
+def test_a_second_ctrl_c_stops_at_once():
+    usual = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        with StopRequest() as stop:
+            signal.raise_signal(signal.SIGINT)
+            assert stop.requested  # the first one only asks
+            signal.raise_signal(signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is usual
+    with pytest.raises(KeyboardInterrupt), StopRequest(enabled=False) as stop:  # several processes
+        signal.raise_signal(signal.SIGINT)
+    assert not stop.requested
 
 
 def read_rows(path, delimiter=","):

@@ -4,11 +4,13 @@ Each command lives in the module that owns it (a `main(argv)` function), and is 
 only when asked for, so `python -m minibert fetch-weights` does not import torch.
 
 Bad input (a data file, a weights folder, a checkpoint: minibert/errors.py) ends a command
-with its message, not a traceback.
+with its message, not a traceback; so does Ctrl-C (`train` first finishes its step and saves
+a checkpoint: runtime.StopRequest).
 """
 
 import importlib
 import os
+import signal
 import sys
 
 from minibert.errors import is_input_error
@@ -55,6 +57,14 @@ def main(argv=None) -> int:
             raise  # a bug, or asked for: the whole traceback
         print(f"python -m minibert {name}: error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        if os.environ.get("MINIBERT_TRACEBACK"):
+            raise
+        # Ctrl-C: end by SIGINT itself, without a traceback, so that a calling shell script
+        # (run_all.sh) knows and stops too, as it would not for a plain exit status
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+        return 130  # where the signal does not end the process
 
 
 if __name__ == "__main__":

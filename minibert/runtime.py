@@ -12,6 +12,9 @@ import json
 import os
 import platform
 import random
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -78,3 +81,36 @@ class MetricsLog:
         if not self.path.exists():
             return []
         return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+
+class StopRequest:
+    """Ctrl-C during a long loop, made safe: inside `with StopRequest() as stop:`, the first
+    SIGINT only sets `stop.requested`, and the loop stops at the end of its current step, where
+    a checkpoint is consistent (that step's update done), so resuming loses nothing; it then
+    raises KeyboardInterrupt itself, since the work did not finish. A second Ctrl-C interrupts
+    at once, as usual. Off (the plain KeyboardInterrupt) outside the main
+    thread, where Python cannot take signals, and when `enabled` is False (several processes,
+    which would have to agree on the step to stop at)."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        with contextlib.suppress(OSError):  # stderr may be a pipe whose reader Ctrl-C ended
+            print("\nCtrl-C: stopping after this step with a checkpoint (Ctrl-C again: stop at once)",
+                  file=sys.stderr, flush=True)
+
+    def __enter__(self) -> "StopRequest":
+        if self.enabled:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        if self.enabled:
+            signal.signal(signal.SIGINT, self._previous)
+        return False

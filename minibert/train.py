@@ -34,6 +34,8 @@ A run folder (--out runs/NAME):
 Resuming (--resume) continues from the newest checkpoint exactly where it stopped: the data
 order of an epoch comes from a generator seeded by (seed, epoch), the position in the epoch
 and every RNG state are saved, so on CPU the result is bitwise that of an uninterrupted run.
+Checkpoints are written at the end of every epoch (and every --checkpoint-every steps); Ctrl-C
+writes one too, at the end of the step it interrupts (runtime.StopRequest), so it loses nothing.
 
 Several processes (torchrun --nproc-per-node N -m minibert train ...) split every epoch's
 batches: process r takes batches r, r+N, r+2N, ... and the gradients are averaged across
@@ -66,7 +68,8 @@ from minibert.heads import STS_LOSSES, MultitaskBERT, is_checkpoint, load_model,
 from minibert.optim import AdamW
 from minibert.paths import data_dir, weights_dir
 from minibert.pcgrad import averaged, distributed, pc_backward
-from minibert.runtime import HelpFormatter, MetricsLog, autocast, device_name, pick_device, seed_everything
+from minibert.runtime import (HelpFormatter, MetricsLog, StopRequest, autocast, device_name, pick_device,
+                              seed_everything)
 from minibert.schedule import make_scheduler
 from minibert.tokenizer import WordPieceTokenizer
 
@@ -497,44 +500,51 @@ def run(args) -> MultitaskBERT:
         end_of_epoch(-1, 0.0, 0, {}, {})
     model.train()
     stopped = False
-    for epoch in range(state["epoch"], args.epochs):
-        resumed = epoch == state["epoch"] and state["pos"] > 0
-        plan, start = plans[epoch], state["pos"] if resumed else 0
-        # per-task sums of the training loss, on the device (reading them is a host sync)
-        loss_sum = {t: torch.tensor(state["loss"].get(t, 0.0) if resumed else 0.0, device=device)
-                    for t in TASKS}
-        count = dict(state["count"]) if resumed else dict.fromkeys(TASKS, 0)
-        t_epoch, n_sent = time.time(), 0
-        bar = tqdm(total=len(plan), initial=start, desc=f"epoch {epoch + 1}/{args.epochs}",
-                   disable=rank != 0 or not args.progress, dynamic_ncols=True)
-        for i in range(start, len(plan)):
-            losses = train_step(model, plan[i], train, device, args, shared, heads, state["step"])
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state["step"] += 1
-            if ema:
-                ema.update(state["step"])
-            for task, loss in losses.items():
-                loss_sum[task] += loss.detach().float()
-                count[task] += 1
-            n_sent += sum(len(idx) * train[t].n_sentences for t, idx in plan[i])
-            bar.update(1)
-            if (i + 1) % args.log_every == 0:  # the only host sync of the loop
-                bar.set_postfix(loss=f"{sum(l.item() for l in losses.values()):.3f}",
-                                sent_s=f"{world * n_sent / (time.time() - t_epoch):.0f}")
-            stopped = args.stop_after_step is not None and state["step"] >= args.stop_after_step
-            if stopped or (args.checkpoint_every and state["step"] % args.checkpoint_every == 0
-                           and i + 1 < len(plan)):
-                checkpoint(epoch, i + 1, loss_sum, count)
+    # Ctrl-C stops at the end of a step, with a checkpoint (one process only: see StopRequest)
+    with StopRequest(enabled=world == 1) as stop:
+        for epoch in range(state["epoch"], args.epochs):
+            resumed = epoch == state["epoch"] and state["pos"] > 0
+            plan, start = plans[epoch], state["pos"] if resumed else 0
+            # per-task sums of the training loss, on the device (reading them is a host sync)
+            loss_sum = {t: torch.tensor(state["loss"].get(t, 0.0) if resumed else 0.0, device=device)
+                        for t in TASKS}
+            count = dict(state["count"]) if resumed else dict.fromkeys(TASKS, 0)
+            t_epoch, n_sent = time.time(), 0
+            bar = tqdm(total=len(plan), initial=start, desc=f"epoch {epoch + 1}/{args.epochs}",
+                       disable=rank != 0 or not args.progress, dynamic_ncols=True)
+            for i in range(start, len(plan)):
+                losses = train_step(model, plan[i], train, device, args, shared, heads, state["step"])
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state["step"] += 1
+                if ema:
+                    ema.update(state["step"])
+                for task, loss in losses.items():
+                    loss_sum[task] += loss.detach().float()
+                    count[task] += 1
+                n_sent += sum(len(idx) * train[t].n_sentences for t, idx in plan[i])
+                bar.update(1)
+                if (i + 1) % args.log_every == 0:  # the only host sync of the loop
+                    bar.set_postfix(loss=f"{sum(l.item() for l in losses.values()):.3f}",
+                                    sent_s=f"{world * n_sent / (time.time() - t_epoch):.0f}")
+                stopped = stop.requested or (args.stop_after_step is not None
+                                             and state["step"] >= args.stop_after_step)
+                if stopped or (args.checkpoint_every and state["step"] % args.checkpoint_every == 0
+                               and i + 1 < len(plan)):
+                    checkpoint(epoch, i + 1, loss_sum, count)
+                if stopped:
+                    break
+            bar.close()
             if stopped:
+                if rank == 0:
+                    with contextlib.suppress(OSError):  # after Ctrl-C, a `| tee` may be gone
+                        print(f"stopped after step {state['step']}, checkpoint saved: continue with "
+                              f"python -m minibert train --out {out} --resume", flush=True)
+                if stop.requested:
+                    raise KeyboardInterrupt  # the run did not finish: callers (and shells) must know
                 break
-        bar.close()
-        if stopped:
-            if rank == 0:
-                print(f"stopped after step {state['step']}: continue with --resume")
-            break
-        end_of_epoch(epoch, time.time() - t_epoch, n_sent, loss_sum, count)
+            end_of_epoch(epoch, time.time() - t_epoch, n_sent, loss_sum, count)
 
     if rank == 0 and not stopped:
         finish(args, name, out, data, device, state["elapsed"] + time.time() - t_start, world, best.dev_outputs)
