@@ -355,6 +355,13 @@ def test_a_second_ctrl_c_stops_at_once():
     with pytest.raises(KeyboardInterrupt), StopRequest(enabled=False) as stop:  # several processes
         signal.raise_signal(signal.SIGINT)
     assert not stop.requested
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a shell's background job: Ctrl-C stays ignored
+    try:
+        with StopRequest() as stop:
+            signal.raise_signal(signal.SIGINT)
+        assert not stop.requested and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, usual)
 
 
 def read_rows(path, delimiter=","):

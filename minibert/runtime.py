@@ -1,9 +1,10 @@
-"""Where and how a stage runs: device, mixed precision, seeds, and the metrics log.
+"""Where and how a stage runs: device, mixed precision, seeds, the metrics log, and Ctrl-C.
 
 Every training stage (pretrain.py, train.py, classifier.py) uses these, so the conventions
 are the same everywhere: bf16 autocast on CUDA only (CPUs are slow at bf16 and fp32 is the
 bitwise-reproducible reference), one seed that fixes every generator, metrics appended as
-one JSON object per line, and the same --help layout.
+one JSON object per line, and the same --help layout. (StopRequest, Ctrl-C that finishes
+the step first, serves train.py's long runs.)
 """
 
 import argparse
@@ -84,16 +85,17 @@ class MetricsLog:
 
 
 class StopRequest:
-    """Ctrl-C during a long loop, made safe: inside `with StopRequest() as stop:`, the first
-    SIGINT only sets `stop.requested`, and the loop stops at the end of its current step, where
-    a checkpoint is consistent (that step's update done), so resuming loses nothing; it then
-    raises KeyboardInterrupt itself, since the work did not finish. A second Ctrl-C interrupts
-    at once, as usual. Off (the plain KeyboardInterrupt) outside the main
-    thread, where Python cannot take signals, and when `enabled` is False (several processes,
-    which would have to agree on the step to stop at)."""
+    """Ctrl-C during a long loop, made safe. Inside `with StopRequest() as stop:`, the first
+    SIGINT only sets `stop.requested`; the loop stops at the end of its current step, where a
+    checkpoint is consistent (that step's update done), saves one, and raises
+    KeyboardInterrupt, since its work did not finish (train.run). A second Ctrl-C interrupts at
+    once, as usual. Off, leaving SIGINT as it was: outside the main thread (where Python takes
+    no signals), where SIGINT is ignored (a shell's background job), and when `enabled` is
+    False (several processes, which would have to agree on the step to stop at)."""
 
     def __init__(self, enabled: bool = True):
-        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.enabled = (enabled and threading.current_thread() is threading.main_thread()
+                        and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN)
         self.requested = False
         self._previous = None
 
