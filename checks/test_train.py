@@ -465,8 +465,9 @@ def test_bad_input(world, rr_run, tmp_path):
 
 def test_commands_end_bad_input_with_its_message_not_a_traceback(world, rr_run, tmp_path, capsys, monkeypatch):
     """`python -m minibert`: a bad data file or folder, or a missing vocabulary, ends the
-    command with status 1 and one line naming it, and writes nothing; a bug (any other
-    exception) keeps its traceback, as does every error with MINIBERT_TRACEBACK=1."""
+    command with status 1 and its message (naming it) instead of a traceback, and writes
+    nothing; a bug (any other exception) keeps its traceback, as does every error with
+    MINIBERT_TRACEBACK=1."""
     monkeypatch.delenv("MINIBERT_TRACEBACK", raising=False)
     bad = tmp_path / "bad.csv"
     bad.write_text("id\tfoo\n1\tbar\n")
