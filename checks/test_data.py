@@ -31,6 +31,11 @@ def test_loads_each_format(data):
     test = read_examples(data / "ids-sst-test-student.csv", "sst")  # two index columns, no label
     assert len(test) == 8 and test[0].id == "ssttest-student0" and test[0].label is None
     assert test[0].texts[0].startswith(("awful", "bad", "fine", "good", "great"))
+    # labelled="header" (predict's): labelled exactly where the header has the label column
+    assert [e.label for e in read_examples(data / "ids-sst-test-student.csv", "sst", "header")] == [None] * 8
+    dev = read_examples(data / "ids-sst-dev.csv", "sst", "header")
+    assert dev and None not in {e.label for e in dev}
+    assert [e.label for e in dev] == [e.label for e in read_examples(data / "ids-sst-dev.csv", "sst")]
 
 
 def test_malformed_row_skipped_with_counting_warning(data):

@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 
-from minibert.errors import is_input_error
+from minibert.errors import INPUT_ERRORS
 
 # command -> (module, function, one-line help)
 COMMANDS = {
@@ -52,9 +52,9 @@ def main(argv=None) -> int:
     module, function, _ = COMMANDS[name]
     try:
         return getattr(importlib.import_module(module), function)(rest) or 0
-    except Exception as e:
-        if not is_input_error(e) or os.environ.get("MINIBERT_TRACEBACK"):
-            raise  # a bug, or asked for: the whole traceback
+    except INPUT_ERRORS as e:  # any other exception is a bug: its traceback shows
+        if os.environ.get("MINIBERT_TRACEBACK"):
+            raise
         print(f"python -m minibert {name}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

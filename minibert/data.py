@@ -100,24 +100,30 @@ def _parse_label(raw, kind, num_classes):
     return value if ok else None
 
 
-def read_examples(path, task: str, labelled: bool = None) -> list:
-    """Read one CSV of `task` ("sst", "cfimdb", "para", "sts"). labelled=None: labelled
-    unless the file name says test-student. Malformed rows are skipped with one warning."""
+def read_examples(path, task: str, labelled=None) -> list:
+    """Read one CSV of `task` ("sst", "cfimdb", "para", "sts"). labelled: True, False, None
+    (labelled unless the file name says test-student) or "header" (labelled if the header has
+    the label column: `predict` reads any CSV). Malformed rows are skipped with one warning."""
     path = Path(path)
     _, text_cols, label_col, kind = FORMATS[task]
     if labelled is None:
         labelled = "test-student" not in path.name
-    expected = ("id", *text_cols) + ((label_col,) if labelled else ())
+
+    def expected(with_label) -> tuple:
+        return ("id", *text_cols) + ((label_col,) if with_label else ())
+
     if not path.is_file():
         what = "a folder, not a file" if path.is_dir() else "no such file"
-        raise DataError(f"{path}: {what} (a {task} file with columns {', '.join(expected)})")
+        raise DataError(f"{path}: {what} (a {task} file with columns {', '.join(expected(labelled is True))})")
     examples, skipped = [], 0
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f, delimiter="\t")
         columns = reader.fieldnames or []
-        if not set(expected) <= set(columns):
+        if labelled == "header":
+            labelled = label_col in columns
+        if not set(expected(labelled)) <= set(columns):
             raise DataError(f"{path}: wrong header {columns}: expected tab-separated columns "
-                            f"{', '.join(expected)} (after an unnamed index column)")
+                            f"{', '.join(expected(labelled))} (after an unnamed index column)")
         for row in reader:
             texts = tuple((row.get(c) or "").strip() for c in text_cols)
             label = _parse_label(row.get(label_col), kind, NUM_CLASSES.get(task)) if labelled else None

@@ -14,5 +14,4 @@ class InputError(ValueError):
     """Input that cannot be used as given; the message names it and says what was expected."""
 
 
-def is_input_error(error: BaseException) -> bool:
-    return isinstance(error, (InputError, FileNotFoundError))
+INPUT_ERRORS = (InputError, FileNotFoundError)  # what the entry point reports as a message

@@ -195,7 +195,8 @@ def predict_main(argv=None) -> int:
     if args.task not in model.tasks:  # its head for the task never trained: its outputs mean nothing
         raise SystemExit(f"{args.checkpoint} was trained for {', '.join(model.tasks)} only, not {args.task}")
     tok = WordPieceTokenizer.from_vocab(vocab_path(args.checkpoint))
-    ds = _read_any(args.input, args.task, tok, args.max_length)
+    # labelled if the file has the label column: then the metric is printed too
+    ds = TaskDataset(args.task, read_examples(args.input, args.task, labelled="header"), tok, args.max_length)
     out = predict_dataset(model, ds, device, args.batch_size, args.both_orders)
     write_predictions(args.output, args.task, ds.example_ids, out)
     msg = f"wrote {len(ds)} predictions to {args.output}"
@@ -203,17 +204,6 @@ def predict_main(argv=None) -> int:
         msg += f" ({METRICS[args.task]} = {score(args.task, out, ds.labels):.4f})"
     print(msg)
     return 0
-
-
-def _read_any(path, task, tok, max_length):
-    """A CSV with or without labels: labelled if its header has the label column. (A path
-    that is not a file reads as unlabelled, and read_examples says it is missing.)"""
-    header = []
-    if Path(path).is_file():
-        with open(path, newline="", encoding="utf-8") as f:
-            header = next(csv.reader(f, delimiter="\t"), [])
-    labelled = FORMATS[task][2] in header
-    return TaskDataset(task, read_examples(path, task, labelled=labelled), tok, max_length)
 
 
 def ensemble_main(argv=None) -> int:
