@@ -4,8 +4,8 @@
 #   bash run_all.sh [--profile quick|full] [--jobs N] [--force] [--only STAGE] [--keep-going]
 #                   [--data-dir DIR] [--weights DIR] [--runs DIR] [--setup-only]
 #
-# Profiles: quick (the default without CUDA: every stage on subsets, 8 to 13 minutes on
-# 2 CPU cores, depending on the machine) and full (the default with CUDA: the whole table on
+# Profiles: quick (the default without CUDA: every stage on subsets, 8 to 16 minutes on
+# 2 CPU cores, depending on the machine: results/quick-cpu.md) and full (the default with CUDA: the whole table on
 # one GPU, plus two more seeds of the best pipeline, one-task models, and their ensembles).
 # Each stage writes its outputs under runs/ and a marker runs/.done/STAGE when complete;
 # a re-run skips completed stages (--force runs them again). The first failing stage stops
