@@ -4,6 +4,7 @@ Every check belongs to one assignment step, by the file it lives in, so a studen
 `pytest checks/ -m step03` to grade one step (see assignments/ and `make-student-copy`).
 """
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def ctrl_c_reaches_python():
+    """SIGINT handled as in a terminal, by Python's own handler: a test run started in the
+    background of a shell script (CI, nohup) begins with SIGINT ignored, which StopRequest
+    leaves as it is."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,9 @@ round trips, a short training run that must learn, and the pretrain stage end to
 
 import json
 import math
+import re
+import shlex
+import signal
 
 import pytest
 import torch
@@ -220,3 +223,35 @@ def test_pretrain_stage_end_to_end_and_exact_resume(tmp_path):
     # a fresh run into a folder with a checkpoint is refused; so is a resume with changed options
     assert main(common + ["--out", str(tmp_path / "b")]) == 2
     assert main(common + ["--out", str(tmp_path / "b"), "--resume", "--seed", "1"]) == 2
+
+
+@pytest.mark.usefixtures("ctrl_c_reaches_python")
+def test_pretrain_ctrl_c_checkpoints_the_step_and_resumes_exactly(tmp_path, monkeypatch, capsys):
+    """The first Ctrl-C lets its step finish, checkpoints there, names the command that
+    continues, and raises KeyboardInterrupt; that command then ends where an uninterrupted run
+    ends, bitwise."""
+    from minibert import pretrain
+    from minibert.checkpoint import latest_checkpoint, read_safetensors
+    data, weights = write_tiny_project(tmp_path)
+    common = ["--weights", str(weights), "--data-dir", str(data), "--batch-size", "16", "--max-steps", "6",
+              "--heldout-frac", "0.1", "--head-warmup-steps", "2", "--lr", "1e-3", "--device", "cpu"]
+    assert pretrain.main(common + ["--out", str(tmp_path / "a")]) == 0
+    real = pretrain.step_generator
+
+    def generator(seed, step):  # called once per step, before its forward pass
+        if step == 3:
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C during the 4th step
+        return real(seed, step)
+
+    monkeypatch.setattr(pretrain, "step_generator", generator)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain.main(common + ["--out", str(tmp_path / "b")])
+    assert latest_checkpoint(tmp_path / "b" / "checkpoints").name == "step-0000004"
+    assert not (tmp_path / "b" / "summary.json").exists()
+    err = capsys.readouterr().err
+    assert "Ctrl-C: stopping after this step" in err
+    said = re.search(r"stopped after step 4, checkpoint saved: continue with python -m minibert pretrain (.*)", err)
+    monkeypatch.setattr(pretrain, "step_generator", real)
+    assert pretrain.main(shlex.split(said.group(1))) == 0  # the very command it named
+    a, b = (read_safetensors(tmp_path / d / "model" / "model.safetensors") for d in "ab")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

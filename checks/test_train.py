@@ -316,16 +316,6 @@ def test_resume_equals_uninterrupted_bitwise(world, tmp_path, schedule, extra):
         assert (full / "predictions" / f).read_text() == (part / "predictions" / f).read_text()
 
 
-@pytest.fixture
-def ctrl_c_reaches_python():
-    """SIGINT handled as in a terminal, by Python's own handler: a test run started in the
-    background of a shell script (CI, nohup) begins with SIGINT ignored, which StopRequest
-    leaves as it is."""
-    before = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, before)
-
-
 @pytest.mark.usefixtures("ctrl_c_reaches_python")
 def test_ctrl_c_stops_at_the_end_of_a_step_with_a_checkpoint(world, tmp_path, monkeypatch, capsys):
     """The first Ctrl-C (SIGINT) lets the step it interrupts finish, saves a checkpoint there

@@ -4,8 +4,8 @@ Each command lives in the module that owns it (a `main(argv)` function), and is 
 only when asked for, so `python -m minibert fetch-weights` does not import torch.
 
 Bad input (a data file, a weights folder, a checkpoint: minibert/errors.py) ends a command
-with its message, not a traceback; so does Ctrl-C (`train` first finishes its step and saves
-a checkpoint: runtime.StopRequest).
+with its message, not a traceback; so does Ctrl-C (`train` and `pretrain` first finish their
+step and save a checkpoint: runtime.StopRequest).
 """
 
 import importlib

@@ -22,6 +22,8 @@ very same masks.
 Every random choice is a function of --seed and the position in the run (the batch order
 of epoch e from seed + e, the masks of step s from seed and s, dropout from the RNG state
 saved in each checkpoint), so --resume continues a killed run exactly where it stopped.
+Checkpoints are written every --save-every steps, and at the step where Ctrl-C stops a run
+(runtime.StopRequest), which then prints the command that continues it.
 
 Writes, under --out:
     metrics.jsonl      one line per --log-every steps, and the before/after evaluations
@@ -32,6 +34,7 @@ Writes, under --out:
 
 import argparse
 import math
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -46,7 +49,8 @@ from minibert.masking import mask_tokens
 from minibert.mlm import BertForMLM
 from minibert.optim import AdamW
 from minibert.paths import data_dir, weights_dir
-from minibert.runtime import HelpFormatter, MetricsLog, autocast, device_name, pick_device, seed_everything
+from minibert.runtime import (HelpFormatter, MetricsLog, StopRequest, autocast, device_name, pick_device,
+                              seed_everything)
 from minibert.schedule import make_scheduler
 from minibert.tokenizer import WordPieceTokenizer
 
@@ -210,6 +214,7 @@ def parse_args(argv):
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     t_start = time.time()
     out = Path(args.out)
@@ -294,55 +299,64 @@ def main(argv=None) -> int:
     loss_sum = torch.zeros((), device=device)  # summed on the device: no host sync per step
     correct_sum = torch.zeros((), device=device, dtype=torch.long)
     masked_sum, tokens, t_log, stopped_early, saved_at = 0, 0, time.time(), False, step
-    while step < total_steps and not stopped_early:
-        batches = epoch_batches(lengths, args.batch_size, args.seed, epoch)
-        while batch_in_epoch < len(batches) and step < total_steps:
-            indices = batches[batch_in_epoch]
-            batch = to_device(masker([train_ids[i] for i in indices], step_generator(args.seed, step)), device)
-            with autocast(device):
-                result = model(**batch)
-            result["loss"].backward()
-            if args.clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            batch_in_epoch += 1
-            if step == head_warmup:
-                set_encoder_trainable(model, True)
-                # the encoder as it came, with a fitted head: the fair "before" for a new head
-                head_only = evaluate(model, heldout_batches, device)
-                metrics.write(event="eval", when="head_only", step=step, **head_only)
-                log(f"after {step} head-only steps (encoder unchanged): held-out accuracy "
-                    f"{head_only['accuracy']:.4f}, perplexity {head_only['perplexity']:.2f}")
-            loss_sum += result["loss"].detach() * result["n_masked"]
-            correct_sum += result["n_correct"]
-            masked_sum += result["n_masked"]
-            tokens += sum(lengths[i] for i in indices)
-            bar.update(1)
-            if step % args.log_every == 0 or step == total_steps:
-                dt = time.time() - t_log
-                loss, acc = loss_sum.item() / max(masked_sum, 1), correct_sum.item() / max(masked_sum, 1)
-                if not math.isfinite(loss):
+    # Ctrl-C stops at the end of a step, with a checkpoint (runtime.StopRequest)
+    with StopRequest() as stop:
+        while step < total_steps and not stopped_early:
+            batches = epoch_batches(lengths, args.batch_size, args.seed, epoch)
+            while batch_in_epoch < len(batches) and step < total_steps:
+                indices = batches[batch_in_epoch]
+                batch = to_device(masker([train_ids[i] for i in indices], step_generator(args.seed, step)), device)
+                with autocast(device):
+                    result = model(**batch)
+                result["loss"].backward()
+                if args.clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                batch_in_epoch += 1
+                if step == head_warmup:
+                    set_encoder_trainable(model, True)
+                    # the encoder as it came, with a fitted head: the fair "before" for a new head
+                    head_only = evaluate(model, heldout_batches, device)
+                    metrics.write(event="eval", when="head_only", step=step, **head_only)
+                    log(f"after {step} head-only steps (encoder unchanged): held-out accuracy "
+                        f"{head_only['accuracy']:.4f}, perplexity {head_only['perplexity']:.2f}")
+                loss_sum += result["loss"].detach() * result["n_masked"]
+                correct_sum += result["n_correct"]
+                masked_sum += result["n_masked"]
+                tokens += sum(lengths[i] for i in indices)
+                bar.update(1)
+                if step % args.log_every == 0 or step == total_steps:
+                    dt = time.time() - t_log
+                    loss, acc = loss_sum.item() / max(masked_sum, 1), correct_sum.item() / max(masked_sum, 1)
+                    if not math.isfinite(loss):
+                        bar.close()
+                        log(f"the training loss is {loss} at step {step}: stopping (no checkpoint written "
+                            "after this point; lower --lr, or check the optimizer)")
+                        return 1
+                    metrics.write(event="train", step=step, epoch=epoch, loss=loss, accuracy=acc,
+                                  lr=scheduler.get_last_lr()[0], tokens_per_s=tokens / dt)
+                    bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}", tok_s=f"{tokens / dt:.0f}")
+                    loss_sum.zero_(), correct_sum.zero_()
+                    masked_sum, tokens, t_log = 0, 0, time.time()
+                if stop.requested:  # Ctrl-C: this step's update is done, so a checkpoint here is exact
+                    checkpoint()
                     bar.close()
-                    log(f"the training loss is {loss} at step {step}: stopping (no checkpoint written "
-                        "after this point; lower --lr, or check the optimizer)")
-                    return 1
-                metrics.write(event="train", step=step, epoch=epoch, loss=loss, accuracy=acc,
-                              lr=scheduler.get_last_lr()[0], tokens_per_s=tokens / dt)
-                bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}", tok_s=f"{tokens / dt:.0f}")
-                loss_sum.zero_(), correct_sum.zero_()
-                masked_sum, tokens, t_log = 0, 0, time.time()
-            if deadline is not None and time.time() > deadline:
-                log(f"--max-minutes {args.max_minutes} reached at step {step}: checkpointing and stopping")
-                stopped_early = True
-                break
-            if step % args.save_every == 0:
-                checkpoint()
-                saved_at = step
-        if batch_in_epoch == len(batches):
-            epoch, batch_in_epoch = epoch + 1, 0
+                    command = " ".join(["python -m minibert pretrain", *map(shlex.quote, argv)]
+                                       + ([] if args.resume else ["--resume"]))
+                    log(f"stopped after step {step}, checkpoint saved: continue with {command}")
+                    raise KeyboardInterrupt  # the run did not finish: callers (and shells) must know
+                if deadline is not None and time.time() > deadline:
+                    log(f"--max-minutes {args.max_minutes} reached at step {step}: checkpointing and stopping")
+                    stopped_early = True
+                    break
+                if step % args.save_every == 0:
+                    checkpoint()
+                    saved_at = step
+            if batch_in_epoch == len(batches):
+                epoch, batch_in_epoch = epoch + 1, 0
     bar.close()
     if saved_at != step:
         checkpoint()

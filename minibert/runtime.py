@@ -88,10 +88,11 @@ class StopRequest:
     """Ctrl-C during a long loop, made safe. Inside `with StopRequest() as stop:`, the first
     SIGINT only sets `stop.requested`; the loop stops at the end of its current step, where a
     checkpoint is consistent (that step's update done), saves one, and raises
-    KeyboardInterrupt, since its work did not finish (train.run). A second Ctrl-C interrupts at
-    once, as usual. Off, leaving SIGINT as it was: outside the main thread (where Python takes
-    no signals), where SIGINT is ignored (a shell's background job), and when `enabled` is
-    False (several processes, which would have to agree on the step to stop at)."""
+    KeyboardInterrupt, since its work did not finish (train.run, pretrain.main). A second
+    Ctrl-C interrupts at once, as usual. Off, leaving SIGINT as it was: outside the main thread
+    (where Python takes no signals), where SIGINT is ignored (a shell's background job), and
+    when `enabled` is False (several processes, which would have to agree on the step to stop
+    at)."""
 
     def __init__(self, enabled: bool = True):
         self.enabled = (enabled and threading.current_thread() is threading.main_thread()
