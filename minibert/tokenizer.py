@@ -49,6 +49,8 @@ import regex
 import torch
 from tqdm import tqdm
 
+from minibert.errors import WeightsError
+
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
 CONTINUATION = "##"  # prefix of a piece that continues a word
@@ -272,7 +274,10 @@ class WordPieceTokenizer:
     @classmethod
     def from_vocab(cls, path, lowercase: bool = True, strip_accents: bool | None = None):
         """lowercase=True for an uncased vocabulary (bert-base-uncased, all-MiniLM-L6-v2)."""
-        return cls(load_vocab(path), lowercase=lowercase, strip_accents=strip_accents)
+        try:
+            return cls(load_vocab(path), lowercase=lowercase, strip_accents=strip_accents)
+        except ValueError as e:  # a vocab.txt without the special tokens: name the file
+            raise WeightsError(f"{path}: {e}") from None
 
     def clear_cache(self):
         """Forget the cached chunks (the cache grows with the distinct chunks seen: about

