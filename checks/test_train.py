@@ -198,11 +198,23 @@ def test_rdrop_trains_its_task_and_names_itself(world, tmp_path, monkeypatch, ta
     assert train_losses(model, world, [task])[task] < train_losses(initial_model(world), world, [task])[task]
 
 
-@pytest.mark.parametrize("bad", [["--sst-rdrop", "-1"], ["--para-rdrop", "-1"], ["--sts-rdrop", "-1"], ["--sts-rdrop", "1", "--sts-loss", "cosent"],
-                                 ["--ema", "1"], ["--ema", "-0.5"]])
-def test_bad_rdrop_and_ema_options_are_refused(bad):
-    with pytest.raises(SystemExit, match=bad[0]):
-        train.parse_args(["--out", "x", *bad])
+@pytest.mark.parametrize("command, bad", [
+    ("train", ["--sst-rdrop", "-1"]), ("train", ["--para-rdrop", "-1"]), ("train", ["--sts-rdrop", "-1"]),
+    ("train", ["--sts-rdrop", "1", "--sts-loss", "cosent"]), ("train", ["--ema", "1"]), ("train", ["--ema", "-0.5"]),
+    ("train", ["--epochs", "0"]), ("train", ["--log-every", "0"]), ("train", ["--batch-size", "0"]),
+    ("train", ["--warmup", "1.5"]), ("train", ["--task-probs", "para=1/0"]), ("train", ["--max-length", "1"]),
+    ("train", ["--checkpoint-every", "-1"]), ("train", ["--pcgrad-samples", "0"]),
+    ("pretrain", ["--heldout-frac", "0"]), ("pretrain", ["--mlm-prob", "2"]), ("pretrain", ["--max-steps", "0"]),
+    ("pretrain", ["--warmup-frac", "-0.1"]), ("sentiment", ["--epochs", "0"]), ("sentiment", ["--dropout", "2"])])
+def test_out_of_range_options_are_refused_at_once(command, bad, capsys):
+    """Before any data is read: with the command's name and the option, not a traceback
+    minutes later (or, for --epochs 0, a run that ends without a best/ to evaluate)."""
+    try:
+        code = cli.main([command, *(["--out", "x"] if command == "train" else []), *bad])
+    except SystemExit as e:  # argparse's own parser.error: status 2
+        code = e.code
+    assert code in (1, 2)
+    assert f"python -m minibert {command}: error: {bad[0]}" in capsys.readouterr().err
 
 
 def test_ema_run_keeps_the_average_in_best_and_names_itself(world, tmp_path):
@@ -454,25 +466,33 @@ def test_bad_input(world, rr_run, tmp_path):
 
 
 def test_commands_end_bad_input_with_its_message_not_a_traceback(world, rr_run, tmp_path, capsys, monkeypatch):
-    """`python -m minibert`: a bad data file or folder, or a missing vocabulary, ends the
+    """`python -m minibert`: a bad data file or folder, or a bad weights folder, ends the
     command with status 1 and its message (naming it) instead of a traceback, and writes
     nothing; a bug (any other exception) keeps its traceback, as does every error with
     MINIBERT_TRACEBACK=1."""
     monkeypatch.delenv("MINIBERT_TRACEBACK", raising=False)
     bad = tmp_path / "bad.csv"
     bad.write_text("id\tfoo\n1\tbar\n")
+    empty = tmp_path / "empty.csv"
+    empty.write_text("\tid\tsentence1\tsentence2\tsimilarity\n0\tx\tA man.\tA dog.\t\n")  # one row, no label
+    broken = tmp_path / "weights"  # a vocabulary, and a config.json cut short
+    broken.mkdir()
+    shutil.copy(world[0] / "vocab.txt", broken)
+    (broken / "config.json").write_text('{"hidden_size": 32,')
     predict = ["predict", "--checkpoint", str(rr_run / "best"), "--task", "sts", "--output", str(tmp_path / "out.csv")]
     train_on = ["train", "--out", str(tmp_path / "run"), *FAST]
     cases = [(predict + ["--input", str(tmp_path / "missing.csv")], "missing.csv: no such file"),
              (predict + ["--input", str(tmp_path)], "a folder, not a file"),
              (predict + ["--input", str(bad)], r"bad.csv: wrong header \['id', 'foo'\]"),
              (train_on + ["--weights", str(world[0]), "--data-dir", str(tmp_path)], "data folder .* is missing files"),
-             (train_on + ["--weights", str(tmp_path), "--data-dir", str(world[1])], "no vocabulary file")]
+             (predict + ["--input", str(empty)], r"empty.csv: no usable rows \(all 1 malformed"),
+             (train_on + ["--weights", str(tmp_path), "--data-dir", str(world[1])], "no vocabulary file"),
+             (train_on + ["--weights", str(broken), "--data-dir", str(world[1])], "config.json: not valid JSON")]
     for argv, message in cases:
         assert cli.main(argv) == 1, argv
         err = capsys.readouterr().err
-        assert re.match(f"python -m minibert {argv[0]}: error: .*{message}", err), err
-    assert list(tmp_path.iterdir()) == [bad]  # no prediction file, no run folder
+        assert re.search(f"^python -m minibert {argv[0]}: error: .*{message}", err, re.M), err
+    assert sorted(tmp_path.iterdir()) == sorted([bad, empty, broken])  # no prediction file, no run folder
     monkeypatch.setenv("MINIBERT_TRACEBACK", "1")
     with pytest.raises(DataError, match="missing.csv"):
         cli.main(cases[0][0])
@@ -544,7 +564,7 @@ def test_a_cross_sts_specialist_joins_an_ensemble_for_sts_only(world, rr_run, tm
         got = read_rows(ens / "predictions" / f"sts-{split}-output.csv")[1:]
         assert [r[0] for r in got] == ds.example_ids
         assert [float(r[1]) for r in got] == pytest.approx(mean.clamp(0, 5).tolist(), abs=1e-4)
-    assert report.main(["--runs", str(tmp_path), "--out", str(tmp_path / "results")]) == 0
+    assert report.main(["--runs", str(tmp_path)]) == 0  # the default --out: RUNS/results
     table = (tmp_path / "results" / "table.md").read_text()
     assert "| spec | multitask (round-robin, cross-encoder STS head, sts only) |" in table
     untrained = tmp_path / "untrained"  # new heads on the BERT folder: trained for no task

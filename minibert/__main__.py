@@ -57,6 +57,11 @@ def main(argv=None) -> int:
             raise
         print(f"python -m minibert {name}: error: {e}", file=sys.stderr)
         return 1
+    except SystemExit as e:  # SystemExit("message"): a refused option or run, said the same way
+        if not isinstance(e.code, str):
+            raise
+        print(f"python -m minibert {name}: error: {e.code}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         if os.environ.get("MINIBERT_TRACEBACK"):
             raise

@@ -36,7 +36,8 @@ from minibert.evaluate import majority_baseline, predict_dataset, score, write_p
 from minibert.model import BertModel
 from minibert.optim import AdamW
 from minibert.paths import data_dir, weights_dir
-from minibert.runtime import HelpFormatter, MetricsLog, autocast, device_name, pick_device, seed_everything
+from minibert.runtime import (HelpFormatter, MetricsLog, autocast, device_name, option_error, pick_device,
+                              seed_everything)
 from minibert.tokenizer import WordPieceTokenizer
 
 OPTIONS = {"pretrain": 1e-3, "finetune": 2e-5}  # option -> default learning rate
@@ -122,6 +123,10 @@ def parse_args(argv):
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     args = p.parse_args(argv)
+    problem = option_error(args, counts=("epochs", "batch_size", "eval_batch_size", "max_length", "limit"),
+                           fractions=("dropout",))
+    if problem:
+        p.error(problem)
     args.lr = args.lr if args.lr is not None else OPTIONS[args.option]
     args.max_length = args.max_length or (512 if args.dataset == "cfimdb" else 128)
     args.out = args.out or f"runs/sentiment-{args.dataset}-{args.option}"

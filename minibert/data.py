@@ -18,7 +18,9 @@ many). Sentence pairs are encoded as two separate sentences, not as one "[CLS] a
 [SEP]" sequence: the paper's paraphrase and similarity heads compare two mean-pooled
 sentence embeddings (section 4.2, a siamese encoder as in Sentence-BERT [5]). A pair batch
 stacks the B first sentences and the B second sentences into ONE (2B, T) batch, so the
-encoder runs once per step; the model splits the output in two halves.
+encoder runs once per step; the model splits the output in two halves. The cross-encoder
+heads (beyond the paper, `--para-input cross`) read the joined sequence instead: for them
+`collate(joint=True)` builds B rows of "[CLS] a [SEP] b [SEP]" with segment ids 0 then 1.
 """
 
 import csv
@@ -57,7 +59,8 @@ def missing_data_message(folder) -> str:
     lines = [f"data folder {folder} is missing files. It needs the CS224N multitask CSVs "
              "(tab-separated, see data/README.md):"]
     for task in ("sst", "para", "sts", "cfimdb"):
-        lines.append("  " + ", ".join(file_name(task, s) for s in SPLITS))
+        lines.append("  " + ", ".join(file_name(task, s) for s in ("train", "dev")))
+    lines.append("and, for test predictions where they exist, the *-test-student.csv files.")
     lines.append("Point --data-dir (or $MINIBERT_DATA) at that folder, "
                  "or link it: ln -s ../shared/data data")
     return "\n".join(lines)
@@ -131,6 +134,9 @@ def read_examples(path, task: str, labelled=None) -> list:
                 skipped += 1
                 continue
             examples.append(Example(row["id"], texts, label))
+    if not examples:  # nothing to train on, score or predict: say so here, not as a crash later
+        raise DataError(f"{path}: no usable rows" + (f" (all {skipped} malformed: empty or invalid "
+                        f"{label_col if labelled else 'text'} field)" if skipped else ", only the header"))
     if skipped:
         warnings.warn(f"{path}: skipped {skipped} malformed row(s) (empty or invalid "
                       f"{label_col if labelled else 'text'} field)", stacklevel=3)

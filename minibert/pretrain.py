@@ -49,8 +49,8 @@ from minibert.masking import mask_tokens
 from minibert.mlm import BertForMLM
 from minibert.optim import AdamW
 from minibert.paths import data_dir, weights_dir
-from minibert.runtime import (HelpFormatter, MetricsLog, StopRequest, autocast, device_name, pick_device,
-                              seed_everything)
+from minibert.runtime import (HelpFormatter, MetricsLog, StopRequest, autocast, device_name, option_error,
+                              pick_device, seed_everything)
 from minibert.schedule import make_scheduler
 from minibert.tokenizer import WordPieceTokenizer
 
@@ -207,9 +207,14 @@ def parse_args(argv):
                    help="time budget: checkpoint and stop training after this long (then evaluate and save)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     args = p.parse_args(argv)
-    for name in ("epochs", "batch_size", "max_length", "log_every", "save_every"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    problem = option_error(args, counts=("epochs", "max_steps", "batch_size", "max_length", "log_every",
+                                         "save_every", "limit"), fractions=("warmup_frac",))
+    if problem:
+        p.error(problem)
+    if not 0 < args.heldout_frac < 1:
+        p.error(f"--heldout-frac {args.heldout_frac}: expected a fraction above 0 and below 1")
+    if not 0 < args.mlm_prob <= 1:
+        p.error(f"--mlm-prob {args.mlm_prob}: expected a fraction above 0, at most 1")
     return args
 
 
@@ -262,6 +267,9 @@ def main(argv=None) -> int:
     total_steps = args.max_steps or args.epochs * steps_per_epoch
     scheduler = make_scheduler(optimizer, "linear", round(args.warmup_frac * total_steps), total_steps)
     head_warmup = args.head_warmup_steps if head_is_new else 0
+    if head_warmup >= total_steps:
+        log(f"warning: the MLM head is new and --head-warmup-steps {head_warmup} covers all {total_steps} "
+            "steps: only the head trains, the encoder never does (lower --head-warmup-steps)")
 
     metrics = MetricsLog(out / "metrics.jsonl")
     step, epoch, batch_in_epoch, elapsed_before = 0, 0, 0, 0.0

@@ -34,6 +34,22 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def option_error(args, counts=(), fractions=()):
+    """The first out-of-range numeric option of `args` (argparse dests), as a message for the
+    command to stop with, or None: each of `counts` (epochs, sizes, steps) must be 1 or more
+    where set (--max-length 2 or more: [CLS] and [SEP] take two), each of `fractions` within
+    0..1. Checked when the command starts, not minutes later where the value is first used."""
+    for name in counts:
+        value, least = getattr(args, name), 2 if name == "max_length" else 1
+        if value is not None and value < least:
+            return f"--{name.replace('_', '-')} {value}: expected {least} or more"
+    for name in fractions:
+        value = getattr(args, name)
+        if value is not None and not 0 <= value <= 1:
+            return f"--{name.replace('_', '-')} {value}: expected a fraction from 0 to 1"
+    return None
+
+
 def pick_device(name: str = None) -> torch.device:
     """'cuda' when available unless told otherwise. Under torchrun, the local rank's GPU."""
     if name in (None, "auto"):

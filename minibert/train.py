@@ -68,8 +68,8 @@ from minibert.heads import STS_LOSSES, MultitaskBERT, is_checkpoint, load_model,
 from minibert.optim import AdamW
 from minibert.paths import data_dir, weights_dir
 from minibert.pcgrad import averaged, distributed, pc_backward
-from minibert.runtime import (HelpFormatter, MetricsLog, StopRequest, autocast, device_name, pick_device,
-                              seed_everything)
+from minibert.runtime import (HelpFormatter, MetricsLog, StopRequest, autocast, device_name, option_error,
+                              pick_device, seed_everything)
 from minibert.schedule import make_scheduler
 from minibert.tokenizer import WordPieceTokenizer
 
@@ -91,7 +91,7 @@ def parse_args(argv):
                    help="multitask schedule (the frozen-encoder stages train all heads in one loop)")
     p.add_argument("--weights", help="a BERT folder (Hugging Face format), or a previous run's best/ "
                    "checkpoint (default: all-MiniLM-L6-v2)")
-    p.add_argument("--out", required=True, help="the run folder, e.g. runs/multitask-rr")
+    p.add_argument("--out", required=True, help="the run folder, e.g. runs/multitask-round-robin")
     p.add_argument("--name", help="the run's name in the results table (default: the folder name)")
     p.add_argument("--data-dir", help="the CS224N CSVs (default: ./data)")
     p.add_argument("--epochs", type=int, default=5, help="passes over the training data")
@@ -139,7 +139,8 @@ def parse_args(argv):
     p.add_argument("--task-probs", default="para=1/3,sts=9/10,sst=1/2",
                    help="random schedule: probability of training each task in an epoch")
     p.add_argument("--pcgrad-samples", type=int,
-                   help="pcgrad: examples drawn per task per epoch (default: the median task size)")
+                   help="pcgrad: examples drawn per task per epoch (default: the middle task size: the "
+                   "median of three, the larger of two)")
     p.add_argument("--max-length", type=int, default=128, help="tokens per sentence")
     p.add_argument("--limit", type=int, help="at most this many examples per task and split (quick runs)")
     p.add_argument("--seed", type=int, default=0)
@@ -161,6 +162,12 @@ def parse_args(argv):
     args.task_probs = parse_task_probs(args.task_probs)
     args.task_order = parse_task_order(args.task_order)
     args.tasks = parse_tasks(args.tasks)
+    problem = option_error(args, counts=("epochs", "batch_size", "eval_batch_size", "max_length", "log_every",
+                                         "pcgrad_samples", "limit"), fractions=("warmup", "dropout"))
+    if problem:
+        raise SystemExit(problem)
+    if args.checkpoint_every < 0:
+        raise SystemExit(f"--checkpoint-every {args.checkpoint_every}: expected 0 (off) or more")
     if not 0 < args.layer_lr_decay <= 1:
         raise SystemExit(f"--layer-lr-decay {args.layer_lr_decay}: expected 0 < d <= 1 (1: off)")
     for name in ("sst_rdrop", "para_rdrop", "sts_rdrop"):
@@ -182,7 +189,7 @@ def parse_task_probs(text) -> dict:
         num, _, den = value.partition("/")
         try:
             probs[task.strip()] = float(num) / float(den or 1)
-        except ValueError:
+        except (ValueError, ZeroDivisionError):
             raise SystemExit(f"--task-probs: cannot read {item!r}: expected task=p, e.g. para=1/3") from None
         if task.strip() not in TASKS or not 0 <= probs[task.strip()] <= 1:
             raise SystemExit(f"--task-probs: {item!r}: expected a task of {TASKS} and 0 <= p <= 1")
