@@ -7,7 +7,7 @@ Where: minibert/tokenizer.py (clean, strip_accents, normalize, pre_tokenize, wor
 Graded by: checks/test_tokenizer.py (`pytest checks/ -m step02`): equal ids to the Rust
 BERT tokenizer of the `tokenizers` package on random and real text.
 Then tokenizes a few sentences and, if `tokenizers` is installed, compares with it: expect
-"same ids: yes" on every line.
+"same ids as the Rust tokenizer: yes" on every line.
 """
 
 import sys

@@ -17,4 +17,5 @@ from _common import step_main
 
 if __name__ == "__main__":
     sys.exit(step_main("step05", __doc__, command=["pretrain"],
-                       quick=["--limit", "300", "--max-steps", "20", "--out", "runs/pretrain-quick"]))
+                       quick=["--limit", "300", "--max-steps", "20", "--head-warmup-steps", "6",
+                              "--out", "runs/pretrain-quick"]))

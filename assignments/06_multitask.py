@@ -6,17 +6,20 @@ round-robin and random-shuffling-dropout.
 Where: minibert/data.py (the three datasets), minibert/heads.py (MultitaskBERT),
 minibert/train.py (epoch_plan: the schedules; the training loop).
 Graded by: checks/test_data.py and checks/test_train.py (`pytest checks/ -m step06`).
-Runs `python -m minibert train --stage multitask --schedule round-robin` (runs/multitask-rr/);
-prints SST accuracy, paraphrase accuracy, STS r and their mean: see results/.
+Runs `python -m minibert train --stage multitask --schedule round-robin` (in
+runs/multitask-round-robin/; `--schedule random` runs in runs/multitask-random/); prints SST
+accuracy, paraphrase accuracy, STS r and their mean: see results/.
 Then try `--para-input cross` (with a new --out): the paraphrase head reads both questions as
 one sequence, which lifted paraphrase accuracy past the siamese head's (results/study.md).
 """
 
 import sys
 
-from _common import step_main
+from _common import option, step_main
 
 if __name__ == "__main__":
+    schedule = option(sys.argv[1:], "--schedule", "round-robin")  # each schedule has its own folder
     sys.exit(step_main("step06", __doc__,
-                       command=["train", "--stage", "multitask", "--schedule", "round-robin", "--out", "runs/multitask-rr"],
-                       quick=["--quick", "--out", "runs/quick-multitask-rr"]))
+                       command=["train", "--stage", "multitask", "--schedule", schedule,
+                                "--out", f"runs/multitask-{schedule}"],
+                       quick=["--quick", "--out", f"runs/quick-multitask-{schedule}"]))

@@ -1,4 +1,5 @@
-"""Step 9: an ensemble of the trained models (MT-BERT paper section 5.2).
+"""Step 9: an ensemble of the trained models (MT-BERT paper section 4.3,
+"Model Ensemble").
 
 What it teaches: averaging the models' outputs (SST class probabilities, paraphrase
 probabilities, STS scores) usually beats each model alone, because their errors differ.

@@ -4,9 +4,14 @@
 
 Options the script does not know are passed on to the stage (`python -m minibert ...`), after
 the script's defaults, so they override them: `python assignments/04_sentiment.py --option finetune`.
+
+Running a step again runs it afresh: an earlier run in the stage's --out folder is moved to
+OUT.previous first (the stages themselves refuse to write over a run), unless --resume is
+given, which continues it.
 """
 
 import argparse
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +37,29 @@ def run_checks(step) -> bool:
     return rc == 0
 
 
+def option(args, name, default=None):
+    """The value of option `name` in `args` (`name VALUE` or `name=VALUE`); as in argparse,
+    the last one given wins."""
+    value = default
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith(name + "="):
+            value = arg[len(name) + 1:]
+    return value
+
+
+def set_aside_earlier_run(args) -> None:
+    """Move the stage's --out folder, if it holds an earlier run, to OUT.previous (see above)."""
+    out = option(args, "--out")
+    if out is None or {"--resume", "-h", "--help"} & set(args) or not (ROOT / out).exists():
+        return
+    previous = ROOT / f"{out}.previous"
+    shutil.rmtree(previous, ignore_errors=True)
+    (ROOT / out).rename(previous)
+    print(f"== {out} held an earlier run of this step: moved to {out}.previous", flush=True)
+
+
 def run_minibert(*args) -> int:
     cmd = [sys.executable, "-m", "minibert", *map(str, args)]
     print("== run: python -m minibert " + " ".join(cmd[3:]), flush=True)
@@ -49,4 +77,6 @@ def step_main(step, doc, command=(), quick=(), demo=None, argv=None) -> int:
             return 0 if ok else 1
     if demo is not None:
         return demo(args, rest)
-    return run_minibert(*command, *(quick if args.quick else ()), *rest)
+    stage_args = [*command, *(quick if args.quick else ()), *rest]
+    set_aside_earlier_run(stage_args)
+    return run_minibert(*stage_args)

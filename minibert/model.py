@@ -56,7 +56,8 @@ def additive_mask(attention_mask, dtype):
 
 
 class BertEmbeddings(nn.Module):
-    """Token + position + segment embeddings, then LayerNorm and dropout (BERT section 3.2)."""
+    """Token + position + segment embeddings, then LayerNorm and dropout (BERT section 3,
+    "Input/Output Representations", and its figure 2)."""
 
     def __init__(self, config: BertConfig):
         super().__init__()

@@ -164,13 +164,14 @@ def plot(runs, path) -> bool:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m minibert results", description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", default="runs", help="folder of run folders")
-    p.add_argument("--out", default="results")
+    p.add_argument("--out", help="where table.md and learning_curves.png go (default: RUNS/results; "
+                   "the project's results/ holds the measured tables, not a scratch run's)")
     args = p.parse_args(argv)
     runs = read_runs(args.runs)
     if not runs:
         print(f"no runs with a summary.json under {args.runs}/")
         return 1
-    out = Path(args.out)
+    out = Path(args.out) if args.out else Path(args.runs) / "results"
     out.mkdir(parents=True, exist_ok=True)
     md = markdown(runs)
     (out / "table.md").write_text(md)

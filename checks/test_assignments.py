@@ -1,0 +1,59 @@
+"""The assignment scripts' shared driver (assignments/_common.py): which command a step runs,
+and that running a step again starts afresh without losing the earlier run."""
+
+import runpy
+import sys
+
+import pytest
+
+from minibert.paths import ROOT
+
+sys.path.insert(0, str(ROOT / "assignments"))
+import _common  # noqa: E402  (assignments/ is not a package: the scripts import it this way)
+
+
+@pytest.fixture
+def ran(monkeypatch, tmp_path):
+    """Run an assignment script with its checks skipped, in a scratch root, recording the
+    `python -m minibert` command it would start instead of starting it."""
+    commands = []
+    monkeypatch.setattr(_common, "ROOT", tmp_path)
+    monkeypatch.setattr(_common, "run_minibert", lambda *args: commands.append(list(args)) or 0)
+
+    def run(script, *argv):
+        monkeypatch.setattr(sys, "argv", [script, "--skip-checks", *argv])
+        with pytest.raises(SystemExit) as end:
+            runpy.run_path(str(ROOT / "assignments" / script), run_name="__main__")
+        assert end.value.code == 0
+        return commands[-1]
+    return run
+
+
+def test_option_takes_the_last_value_given_either_way():
+    assert _common.option(["--out", "a", "--epochs", "2", "--out=b"], "--out") == "b"
+    assert _common.option(["--out", "a", "--output", "c"], "--out") == "a"
+    assert _common.option(["--epochs", "2"], "--out", "runs/x") == "runs/x"
+
+
+def test_each_schedule_runs_in_its_own_folder(ran):
+    assert ran("06_multitask.py")[-2:] == ["--out", "runs/multitask-round-robin"]
+    random = ran("06_multitask.py", "--schedule", "random")
+    assert _common.option(random, "--schedule") == "random"
+    assert _common.option(random, "--out") == "runs/multitask-random"
+    assert _common.option(ran("06_multitask.py", "--quick", "--schedule=random"), "--out") \
+        == "runs/quick-multitask-random"
+
+
+def test_a_step_run_again_sets_the_earlier_run_aside(ran, tmp_path, capsys):
+    earlier = tmp_path / "runs" / "multitask-round-robin"
+    (earlier / "checkpoints").mkdir(parents=True)
+    (earlier / "summary.json").write_text("{}")
+    ran("06_multitask.py", "--resume")  # continues it: left where it is
+    assert (earlier / "summary.json").is_file()
+    ran("06_multitask.py")
+    assert not earlier.exists() and (tmp_path / "runs" / "multitask-round-robin.previous" / "summary.json").is_file()
+    assert "moved to runs/multitask-round-robin.previous" in capsys.readouterr().out
+    earlier.mkdir()
+    (earlier / "metrics.jsonl").write_text("")
+    ran("06_multitask.py")  # the one before it goes: one earlier run is kept, not a pile
+    assert sorted(p.name for p in (tmp_path / "runs" / "multitask-round-robin.previous").iterdir()) == ["metrics.jsonl"]
