@@ -459,6 +459,12 @@ def test_both_orders_reads_each_pair_both_ways(world, rr_run, tmp_path):
 def test_bad_input(world, rr_run, tmp_path):
     with pytest.raises(SystemExit, match="already holds a run"):
         run(world, rr_run)
+    # --resume continues a run as it was started: an option given again must agree with it
+    epochs = json.loads((rr_run / "config.json").read_text())["epochs"]
+    resume = ["--out", str(rr_run), "--resume"]
+    with pytest.raises(SystemExit, match=f"--epochs {epochs} in its config.json differ"):
+        train.parse_args(resume + ["--epochs", str(epochs + 3)])
+    assert train.parse_args(resume + ["--epochs", str(epochs), "--schedule", "round-robin", "--device", "cpu"]).resume
     with pytest.raises(DataError, match="ids-sst-train.csv"):
         train.main(["--out", str(tmp_path / "x"), "--weights", str(world[0]), "--data-dir", str(tmp_path)])
     with pytest.raises(SystemExit, match="task-probs"):

@@ -36,6 +36,8 @@ order of an epoch comes from a generator seeded by (seed, epoch), the position i
 and every RNG state are saved, so on CPU the result is bitwise that of an uninterrupted run.
 Checkpoints are written at the end of every epoch (and every --checkpoint-every steps); Ctrl-C
 writes one too, at the end of the step it interrupts (runtime.StopRequest), so it loses nothing.
+A resumed run takes its options from its config.json (only --device and the like may change);
+one given again that disagrees is refused, not dropped without a word.
 
 Several processes (torchrun --nproc-per-node N -m minibert train ...) split every epoch's
 batches: process r takes batches r, r+N, r+2N, ... and the gradients are averaged across
@@ -177,7 +179,28 @@ def parse_args(argv):
         raise SystemExit(f"--ema {args.ema}: expected a decay 0 <= d < 1 (0: off)")
     if args.sts_rdrop and args.sts_loss != "mse":
         raise SystemExit(f"--sts-rdrop goes with --sts-loss mse, got --sts-loss {args.sts_loss}")
+    if args.resume:
+        # the options named on the command line: parse again into a namespace where every
+        # option is already set, to a marker, so argparse fills in no default
+        unset = object()
+        named = p.parse_args(argv, namespace=argparse.Namespace(**dict.fromkeys(vars(args), unset)))
+        check_resume_options(args, {k for k, v in vars(named).items() if v is not unset} - set(RUNTIME_ARGS))
     return args
+
+
+def check_resume_options(args, given) -> None:
+    """--resume continues a run as it was started (load_config): an option given again must
+    say what the run's config.json says, or it would be dropped without a word."""
+    saved = Path(args.out) / "config.json"
+    if not saved.is_file():
+        return
+    config = json.loads(saved.read_text())
+    changed = [k for k in sorted(given) if k in config and config[k] != getattr(args, k)]
+    if changed:
+        raise SystemExit(f"--resume continues {args.out} as it was started, and "
+                         + ", ".join(f"--{k.replace('_', '-')} {config[k]}" for k in changed)
+                         + f" in its config.json differ from this command's: leave them out, or start a "
+                         f"new run with another --out (--weights {args.out}/best goes on from its best model)")
 
 
 def parse_task_probs(text) -> dict:
