@@ -5,12 +5,15 @@
 #                   [--data-dir DIR] [--weights DIR] [--runs DIR] [--setup-only]
 #
 # Profiles: quick (the default without CUDA: every stage on subsets, 8 to 16 minutes on
-# 2 CPU cores, depending on the machine: results/quick-cpu.md) and full (the default with CUDA: the whole table on
-# one GPU, plus two more seeds of the best pipeline, one-task models, and their ensembles).
-# Each stage writes its outputs under runs/ and a marker runs/.done/STAGE when complete;
-# a re-run skips completed stages (--force runs them again). The first failing stage stops
-# the run with the stage's name and the path of its log (--keep-going: runs the stages after
-# it too, except those that need it, then names every failed one and exits with 1).
+# 2 CPU cores, depending on the machine: results/quick-cpu.md) and full (the default with
+# CUDA: the whole table on one GPU, plus two more seeds of the best pipeline, one-task models,
+# and their ensembles). Each stage writes its outputs under runs/STAGE, and a marker
+# runs/.done/STAGE naming the profile when complete. A re-run skips the stages completed in
+# the same profile, resumes a stage stopped midway (Ctrl-C, a failure) from its checkpoint, and
+# runs the others afresh (--force: every stage afresh, its old outputs removed first). The
+# first failing stage stops the run with the stage's name and the path of its log
+# (--keep-going: runs the stages after it too, except those that need it, then names every
+# failed one and exits with 1). --only STAGE runs one stage, once those it needs are done.
 # --jobs N runs up to N stages at once, each once the stages it needs are done (default: 1 on
 # a CPU; on a GPU one per 12 GiB of its memory, at most 4).
 set -euo pipefail
@@ -29,7 +32,7 @@ while [ $# -gt 0 ]; do
     --weights) WEIGHTS="$2"; shift 2 ;;
     --runs) RUNS="$2"; shift 2 ;;
     --setup-only) SETUP_ONLY=1; shift ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "run_all.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -87,6 +90,7 @@ EOF
 case "$PROFILE" in quick|full) ;; *) echo "run_all.sh: --profile is quick or full" >&2; exit 2 ;; esac
 JOBS="${JOBS:-$DEFAULT_JOBS}"
 case "$JOBS" in ''|*[!0-9]*|0) echo "run_all.sh: --jobs takes a number, 1 or more" >&2; exit 2 ;; esac
+[ -n "$RUNS" ] || { echo "run_all.sh: --runs needs a folder" >&2; exit 2; }
 if [ "$JOBS" != 1 ] && [ -z "${OMP_NUM_THREADS:-}" ]; then  # share the CPU cores between the stages
   export OMP_NUM_THREADS=$(( CPUS / JOBS ))
   [ "$OMP_NUM_THREADS" -gt 0 ] || OMP_NUM_THREADS=1
@@ -109,19 +113,29 @@ else
 fi
 
 # ---- stages: declared with what each needs, then run -----------------------------------
-# Each stage writes its outputs under $RUNS and a marker $RUNS/.done/NAME when complete.
+# Each stage writes its outputs under $RUNS/NAME, $RUNS/.started/NAME when it starts and
+# $RUNS/.done/NAME when complete, each holding the profile, so that a run of the other
+# profile in the same folder is never taken for this one's.
 # --jobs 1 runs the stages one after another in the order below, each one's output on the
 # terminal and in its log. --jobs N runs up to N at once, each as soon as the stages it needs
 # (--after) are done, its output in its log only: MiniLM leaves a GPU mostly idle between its
 # small kernels, so several stages share one GPU well.
-mkdir -p "$RUNS/.done" "$RUNS/logs"
-NAMES=() NEEDS=() CMDS=()
+mkdir -p "$RUNS/.done" "$RUNS/.started" "$RUNS/logs"
+NAMES=() NEEDS=() CMDS=() DECLARED=() UNMET=""
+marked() {  # marked DIR NAME: stage NAME has a marker in $RUNS/DIR for this profile
+  [ -f "$RUNS/$1/$2" ] && [ "$(cat "$RUNS/$1/$2")" = "$PROFILE" ]
+}
 stage() {  # stage NAME [--after "NAME ..." | --last] command...
-  local name="$1" after=""; shift
+  local name="$1" after="" need; shift
+  DECLARED+=("$name")
   if [ "$1" = --after ]; then after="$2"; shift 2; fi
   if [ "$1" = --last ]; then after="*"; shift; fi  # once every other stage has ended, however
   if [ -n "$ONLY" ] && [ "$ONLY" != "$name" ]; then return 0; fi
-  if [ -f "$RUNS/.done/$name" ] && [ "$FORCE" = 0 ]; then
+  if [ -n "$ONLY" ] && [ "$after" != "*" ]; then  # --only: what it needs must be done already
+    for need in $after; do marked .done "$need" || UNMET="$UNMET $need"; done
+  fi
+  # done in this profile: skipped, except the results table once any other stage runs
+  if marked .done "$name" && [ "$FORCE" = 0 ] && { [ "$after" != "*" ] || [ ${#NAMES[@]} = 0 ]; }; then
     echo "-- $name: done already (--force to run again)"; return 0
   fi
   NAMES+=("$name"); NEEDS+=("$after"); CMDS+=("$(printf '%q ' "$@")")
@@ -191,6 +205,16 @@ fi
 ensemble_stage ensemble mt-cross-st mt-st pt-mt-st mt-random
 stage results --last  $M results --runs "$RUNS" --out "$RUNS/results"  # the table of what ran
 
+if [ -n "$ONLY" ] && [[ " ${DECLARED[*]} " != *" $ONLY "* ]]; then
+  echo "run_all.sh: --only $ONLY: no such stage in the $PROFILE profile; its stages: ${DECLARED[*]}" >&2
+  exit 2
+fi
+if [ -n "$UNMET" ]; then
+  echo "run_all.sh: --only $ONLY needs$UNMET, not done in $RUNS for the $PROFILE profile:" \
+       "run it first (--only NAME), or run without --only" >&2
+  exit 2
+fi
+
 # ---- run them ---------------------------------------------------------------------------
 STATE=()  # per stage: wait, run, ok, failed, skipped
 PIDS=()
@@ -204,20 +228,27 @@ state_of() {  # state_of NAME: its state in this run; "" when it is not in it (d
 }
 
 run_stage() {  # run_stage I: stage I's command, its output in its log; status: the command's
-  local name="${NAMES[$1]}" log="$RUNS/logs/${NAMES[$1]}.log" start=$SECONDS rc=0
+  local name="${NAMES[$1]}" log="$RUNS/logs/${NAMES[$1]}.log" start=$SECONDS rc=0 cmd="${CMDS[$1]}"
+  rm -f "$RUNS/.done/$name"
+  if [ "$FORCE" = 1 ] || ! marked .started "$name"; then
+    rm -rf "${RUNS:?}/$name"  # afresh: nothing of an older run, or of the other profile, is kept
+  elif [ -d "$RUNS/$name/checkpoints" ]; then
+    cmd="$cmd --resume"  # stopped midway in this profile (Ctrl-C, a failure): go on from there
+  fi
+  echo "$PROFILE" > "$RUNS/.started/$name"
   if [ "$JOBS" = 1 ]; then
-    say "$name: ${CMDS[$1]}"
-    eval "${CMDS[$1]}" 2>&1 | tee "$log" || rc=$?
+    say "$name: $cmd"
+    eval "$cmd" 2>&1 | tee "$log" || rc=$?
   else
-    say "$name (its output: $log): ${CMDS[$1]}"
-    eval "${CMDS[$1]}" > "$log" 2>&1 || rc=$?
+    say "$name (its output: $log): $cmd"
+    eval "$cmd" > "$log" 2>&1 || rc=$?
   fi
   if [ "$rc" != 0 ]; then
     echo "run_all.sh: stage '$name' FAILED; its log: $log" >&2
     return "$rc"
   fi
   echo "-- $name: ok in $((SECONDS - start)) s"
-  touch "$RUNS/.done/$name"
+  echo "$PROFILE" > "$RUNS/.done/$name"
 }
 
 finished() {  # finished I OK: record how stage I ended; without --keep-going a failure stops the run

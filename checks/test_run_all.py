@@ -8,6 +8,7 @@ checks this suite runs anyway, so they are marked done beforehand.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -37,11 +38,12 @@ def run_all(*args, python=sys.executable):
                           text=True, env=env, timeout=900)
 
 
-def runs_folder(path, done):
-    """A runs folder in which the stages `done` are marked complete (run_all.sh skips them)."""
+def runs_folder(path, done, profile="full"):
+    """A runs folder in which the stages `done` are marked complete in `profile` (run_all.sh
+    skips them in that profile)."""
     (path / ".done").mkdir(parents=True)
     for stage in done:
-        (path / ".done" / stage).touch()
+        (path / ".done" / stage).write_text(profile + "\n")
     return path
 
 
@@ -108,6 +110,60 @@ def test_rerun_skips_finished_stages(full_run):
     assert proc.stdout.count("done already") == len(STAGES)
 
 
+@pytest.fixture
+def done_runs(full_run, tmp_path):
+    """A copy of the full profile's runs folder, every stage done, to run stages again in."""
+    runs = tmp_path / "runs"
+    shutil.copytree(full_run[0], runs)
+    return runs, [a if a != full_run[0] else runs for a in full_run[1]]
+
+
+def started(proc, stage):
+    """The command line run_all.sh started `stage` with, or None."""
+    return next((line for line in proc.stdout.splitlines() if line.startswith(f"== {stage}: ")), None)
+
+
+def test_force_runs_a_finished_stage_again_afresh(done_runs):
+    runs, args = done_runs
+    (runs / "baseline" / "left-over").touch()
+    proc = run_all(*args, "--force", "--only", "baseline")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "--resume" not in started(proc, "baseline") and "-- baseline: ok" in proc.stdout
+    assert not (runs / "baseline" / "left-over").exists()  # its old folder went first
+    assert (runs / ".done" / "baseline").read_text().strip() == "full"
+
+
+def test_a_stage_stopped_midway_resumes_and_another_profiles_stage_starts_afresh(done_runs):
+    runs, args = done_runs
+    # mt-random stopped after its last checkpoint (its .done marker never written): resumed
+    (runs / ".done" / "mt-random").unlink()
+    # baseline done in the quick profile: not this profile's, so run afresh, not resumed
+    for marker in (".done", ".started"):
+        (runs / marker / "baseline").write_text("quick\n")
+    proc = run_all(*args, "--only", "mt-random")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert started(proc, "mt-random").endswith("--resume") and "resuming at step" in proc.stdout
+    proc = run_all(*args, "--only", "baseline")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "done already" not in proc.stdout and "--resume" not in started(proc, "baseline")
+    assert "resuming at step" not in proc.stdout
+    # and the results table is made again once any other stage ran
+    proc = run_all(*args, "--only", "results")
+    assert "-- results: done already" in proc.stdout  # alone, a done table stays
+
+
+def test_only_names_a_stage_of_the_profile_whose_needs_are_done(world, tmp_path):
+    common = ["--profile", "quick", "--data-dir", world[1], "--weights", world[0], "--runs", tmp_path / "runs"]
+    proc = run_all(*common, "--only", "mt-roundrobin")
+    assert proc.returncode == 2 and "--only mt-roundrobin: no such stage in the quick profile" in proc.stderr
+    assert "mt-round-robin" in proc.stderr.split("its stages:")[1]
+    proc = run_all(*common, "--only", "mt-cross-seed1")  # a stage of the full profile only
+    assert proc.returncode == 2 and "no such stage in the quick profile" in proc.stderr
+    proc = run_all(*common, "--only", "mt-st")
+    assert proc.returncode == 2
+    assert "--only mt-st needs mt-round-robin, not done in" in proc.stderr and "== mt-st" not in proc.stdout
+
+
 def test_failing_stage_stops_and_names_its_log(world, tmp_path):
     proc = run_all("--profile", "full", "--data-dir", world[1], "--weights", tmp_path / "no-weights",
                    "--runs", tmp_path / "runs", "--only", "baseline")
@@ -121,7 +177,8 @@ def test_keep_going_runs_the_stages_after_a_failure_then_names_them(world, tmp_p
     runs, proc = run_to_fail(world, tmp_path, ("baseline", "mt-round-robin"), "--keep-going")
     assert proc.returncode == 1
     assert "stage 'baseline' FAILED" in proc.stderr and "stage 'mt-round-robin' FAILED" in proc.stderr
-    assert f"these stages FAILED: baseline mt-round-robin (logs in {runs}/logs)" in proc.stderr
+    # the results table, done already, is made again as other stages ran: of nothing, here
+    assert f"these stages FAILED: baseline mt-round-robin results (logs in {runs}/logs)" in proc.stderr
     assert "all stages done" not in proc.stdout
 
 
@@ -194,7 +251,7 @@ def test_the_failure_summary_keeps_the_stages_order_whichever_fails_first(world,
     assert proc.returncode == 1
     fails = [line for line in proc.stderr.splitlines() if line.endswith(".log") and "FAILED" in line]
     assert "mt-random" in fails[0] and "mt-round-robin" in fails[1]  # they did end the other way round
-    assert f"these stages FAILED: mt-round-robin mt-random (logs in {runs}/logs)" in proc.stderr
+    assert f"these stages FAILED: mt-round-robin mt-random results (logs in {runs}/logs)" in proc.stderr
 
 
 def test_jobs_stop_at_a_failure_once_the_stages_in_flight_end(world, tmp_path):
