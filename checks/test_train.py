@@ -554,6 +554,12 @@ def test_a_cross_sts_specialist_joins_an_ensemble_for_sts_only(world, rr_run, tm
     with pytest.raises(SystemExit, match="trained for sts only, not sst"):
         evaluate.predict_main(["--checkpoint", str(spec / "best"), "--task", "sst",
                                "--input", str(world[1] / "ids-sst-dev.csv"), "--output", str(tmp_path / "x.csv")])
+    sts_data = tmp_path / "sts-data"  # STS models alone need the STS files alone
+    sts_data.mkdir()
+    for f in world[1].glob("sts-*.csv"):
+        shutil.copy(f, sts_data)
+    assert evaluate.ensemble_main(["--checkpoints", str(spec / "best"), str(spec / "best"),
+                                   "--data-dir", str(sts_data), "--out", str(tmp_path / "ens-sts")]) == 0
     ens = tmp_path / "ens"
     assert evaluate.ensemble_main(["--checkpoints", str(rr_run / "best"), str(spec / "best"),
                                    "--data-dir", str(world[1]), "--out", str(ens)]) == 0

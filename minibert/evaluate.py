@@ -244,8 +244,9 @@ def ensemble_main(argv=None) -> int:
     outputs = {split: {t: sums[split, t] / counts[split, t] for t in TASKS if t in sets}
                for split, sets in data.items()}
     metrics = metrics_from_outputs(outputs["dev"], data["dev"])
-    train = load_datasets(data_dir(args.data_dir), tok, splits=("train",), limit=args.limit,
-                          max_length=args.max_length)["train"]  # for the majority-class floor
+    # the majority-class floor, of the tasks ensembled only (an STS-only ensemble needs no Quora)
+    train = load_datasets(data_dir(args.data_dir), tok, tasks=list(data["dev"]), splits=("train",),
+                          limit=args.limit, max_length=args.max_length)["train"]
     out = Path(args.out)
     for split in data:
         write_split_predictions(out / "predictions", split, data[split], outputs[split])
