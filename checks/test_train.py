@@ -22,7 +22,8 @@ from minibert.checkpoint import latest_checkpoint, read_safetensors
 from minibert.data import DataError, TaskDataset, load_datasets
 from minibert.heads import MultitaskBERT, load_model
 from minibert.optim import AdamW
-from minibert.runtime import StopRequest, seed_everything
+from minibert.errors import InputError
+from minibert.runtime import StopRequest, pick_device, seed_everything
 from minibert.tokenizer import WordPieceTokenizer
 from tiny_world import make_world
 
@@ -355,6 +356,15 @@ def test_ctrl_c_stops_at_the_end_of_a_step_with_a_checkpoint(world, tmp_path, mo
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     for f in ("sst-dev-output.csv", "para-test-output.csv", "sts-dev-output.csv"):
         assert (full / "predictions" / f).read_text() == (part / "predictions" / f).read_text()
+
+
+def test_an_unusable_device_is_said_before_anything_runs(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a CPU machine
+    with pytest.raises(InputError, match="--device cuda: no CUDA GPU here .*--device cpu"):
+        pick_device("cuda")
+    with pytest.raises(InputError, match="--device gpu: "):
+        pick_device("gpu")
+    assert pick_device("auto") == torch.device("cpu")
 
 
 @pytest.mark.usefixtures("ctrl_c_reaches_python")

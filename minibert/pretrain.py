@@ -234,6 +234,7 @@ def main(argv=None) -> int:
     device = pick_device(args.device)
     folder = weights_dir(args.weights)
     args.weights = str(folder)
+    tok = WordPieceTokenizer.from_vocab(folder / "vocab.txt")  # first: a bad --weights is said at once
 
     # corpus: train sentences (+ dev/test if asked), de-duplicated; some held out
     splits = ("train", "dev", "test") if args.include_dev_test else ("train",)
@@ -244,7 +245,6 @@ def main(argv=None) -> int:
     train_sents, heldout_sents = split_heldout(sentences, args.heldout_frac, args.seed)
     if args.limit is not None:
         train_sents = train_sents[:args.limit]
-    tok = WordPieceTokenizer.from_vocab(folder / "vocab.txt")
     train_ids = tok.encode_batch(train_sents, max_length=args.max_length, progress=True)
     heldout_ids = tok.encode_batch(heldout_sents, max_length=args.max_length)
     masker = Masker(tok, args.mlm_prob, args.whole_word)

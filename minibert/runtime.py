@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from minibert.errors import InputError
+
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """--help shows each option's default, unless its help text already says it (a default
@@ -54,7 +56,13 @@ def pick_device(name: str = None) -> torch.device:
     """'cuda' when available unless told otherwise. Under torchrun, the local rank's GPU."""
     if name in (None, "auto"):
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:  # a misspelt device
+        raise InputError(f"--device {name}: {e}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: no CUDA GPU here (torch {torch.__version__}"
+                         + (", a CPU build" if torch.version.cuda is None else "") + "); --device cpu runs on the CPU")
     if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     return device
