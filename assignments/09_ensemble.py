@@ -26,6 +26,7 @@ def demo(args, rest) -> int:
     found = sorted(str(p.parent.relative_to(ROOT)) for p in ROOT.glob(f"runs/{prefix}*/best/heads.json"))
     if not args.quick:
         found = [f for f in found if not Path(f).parent.name.startswith("quick-")]
+    found = [f for f in found if not Path(f).parent.name.endswith(".previous")]  # runs set aside
     if not found:
         print("no trained models in runs/*/best: run steps 6 to 8 first (or pass --checkpoints)")
         return 1
