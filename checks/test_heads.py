@@ -122,14 +122,33 @@ def test_join_pair_on_tensors_equals_data_pipeline(lengths, seed):
 
 
 def test_sentiment_uses_alpha_weighted_cls_and_mean(model):
+    """Eq. 1 and 2, with alphas that differ, so that swapping or ignoring them shows."""
+    torch.manual_seed(2)
+    weighted = MultitaskBERT(model.bert, alpha1=0.2, alpha2=0.8).eval()
     ids, mask = random_batch(3, [5, 2, 4], 4)
     with torch.no_grad():
         h = model.bert(ids, mask)["last_hidden_state"]
-        s = 0.5 * h[:, 0] + 0.5 * mean_pool(h, mask)  # eq. 1
-        expected = model.sst_out(model.sst_norm(F.relu(model.sst_hidden(s))))  # eval: no dropout
-        got = model.predict_sentiment(ids, mask)
+        s = 0.2 * h[:, 0] + 0.8 * mean_pool(h, mask)  # eq. 1
+        expected = weighted.sst_out(weighted.sst_norm(F.relu(weighted.sst_hidden(s))))  # eq. 2, eval: no dropout
+        got = weighted.predict_sentiment(ids, mask)
     assert got.shape == (3, 5)
     torch.testing.assert_close(got, expected)
+
+
+def test_paraphrase_head_is_eq_4(model):
+    """Eq. 4: s' = ReLU(W s + b) for each mean-pooled sentence (one W for both), then
+    sigmoid(W_PD [s1', s2', (s1' - s2')^2, |s1' - s2'|] + b_PD), written out by hand."""
+    ids1, m1, ids2, m2 = random_pair(7)
+    with torch.no_grad():
+        W, b = model.para_proj.weight, model.para_proj.bias
+        s1 = F.relu(mean_pool(model.bert(ids1, m1)["last_hidden_state"], m1) @ W.T + b)  # (B, C)
+        s2 = F.relu(mean_pool(model.bert(ids2, m2)["last_hidden_state"], m2) @ W.T + b)
+        features = torch.cat([s1, s2, (s1 - s2) ** 2, (s1 - s2).abs()], dim=-1)  # (B, 4C)
+        expected = features @ model.para_out.weight[0] + model.para_out.bias[0]  # (B,) logits
+        got = model.predict_paraphrase(ids1, m1, ids2, m2)
+    assert got.shape == (4,)
+    torch.testing.assert_close(got, expected)
+    assert ((got.sigmoid() > 0) & (got.sigmoid() < 1)).all()
 
 
 def test_losses_are_the_papers(model):

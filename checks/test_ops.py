@@ -206,16 +206,28 @@ def test_fast_model_without_mask_equals_all_ones_mask():
 
 
 def test_fast_model_compiles_fullgraph():
-    """The fast encoder traces into ONE graph, forward and backward (aot_eager: the tracing
-    of torch.compile without generating kernels, so the CPU check takes seconds)."""
+    """The fast encoder traces into ONE graph, forward and backward (fullgraph=True fails on
+    any graph break; aot_eager: the tracing of torch.compile without generating kernels, so
+    the CPU check takes seconds), and the traced graph computes what the eager model does:
+    outputs and every parameter's gradient (eval mode: no dropout to draw differently)."""
     torch.manual_seed(0)
-    model = BertModel(small_config()).train().set_fast(True)
+    model = BertModel(small_config()).eval().set_fast(True)
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
     ids = torch.randint(1, 120, (2, 7))
     mask = random_mask(2, 7, 0)
-    out = compiled(ids, mask)
-    out["last_hidden_state"].sum().backward()
-    assert all(p.grad is not None for n, p in model.named_parameters() if "word_embeddings" in n)
+    results = []
+    for forward in (compiled, model):
+        model.zero_grad(set_to_none=True)
+        out = forward(ids, mask)["last_hidden_state"]  # (2, 7, C)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()  # not a plain sum: LayerNorm
+        results.append((out.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (out_c, grads_c), (out_e, grads_e) = results
+    torch.testing.assert_close(out_c, out_e, rtol=1e-5, atol=1e-5)
+    assert any("word_embeddings" in n for n in grads_e)
+    for name, grad in grads_c.items():  # the traced graph also gives the unused pooler zeros, not None
+        expected = grads_e.get(name, torch.zeros_like(grad))
+        torch.testing.assert_close(grad, expected, rtol=1e-4, atol=1e-5, msg=name)
+    assert grads_e.keys() <= grads_c.keys()
 
 
 # ---- bucketed / dynamically padded batches -------------------------------------------------------

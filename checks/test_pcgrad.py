@@ -42,7 +42,7 @@ def test_equals_brute_force(g, seed):
     ours = pcgrad_project([torch.from_numpy(r) for r in g], torch.Generator().manual_seed(seed))
     ref, _ = brute_force(g, seed)
     for a, b in zip(ours, ref):
-        np.testing.assert_allclose(a.double().numpy(), b, rtol=1e-4, atol=1e-3 * (1 + np.abs(b).max()))
+        np.testing.assert_allclose(a.double().numpy(), b, rtol=1e-6, atol=1e-6 * (1 + np.abs(b).max()))
 
 
 @settings(max_examples=200, deadline=None)
@@ -134,7 +134,7 @@ def test_pc_backward_fast_path_equals_brute_force(g, seed, data):
     got = torch.cat([p.grad.reshape(-1) for p in params]).double().numpy()
     ref, _ = brute_force(g, seed)
     expected = np.sum(ref, axis=0)
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * (1 + np.abs(expected).max()))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * (1 + np.abs(expected).max()))
 
 
 def test_pc_backward_takes_the_float64_path_for_tiny_gradients():

@@ -103,6 +103,26 @@ def test_full_profile_runs_every_stage_in_order(full_run):
     assert best["members"] == {"sst": 5, "para": 3, "sts": 6}
 
 
+def test_quick_profile_runs_its_stages_with_its_options(world, tmp_path):
+    """The quick profile, bash run_all.sh's default on a CPU: its own stage list and options
+    (subsets, --quick, 2 + 1 epochs, the short pretraining), here on the tiny world."""
+    runs = runs_folder(tmp_path / "runs", CHECK_STAGES, profile="quick")
+    proc = run_all("--profile", "quick", "--data-dir", world[1], "--weights", world[0], "--runs", runs)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    quick = [s for s in STAGES if s not in ("mt-cross-seed1", "mt-cross-seed1-st", "mt-cross-seed2", "mt-cross-seed2-st",
+                                            "sts-cross", "ensemble-seeds", "sst-alone-0", "sts-alone-0",
+                                            "sst-alone-1", "sts-alone-1", "ensemble-best")]
+    assert sorted(p.name for p in (runs / ".done").iterdir()) == sorted(quick)
+    assert all((runs / ".done" / s).read_text().strip() == "quick" for s in quick)
+    config = json.loads((runs / "mt-round-robin" / "config.json").read_text())
+    assert (config["quick"], config["limit"], config["epochs"]) == (True, 400, 2)
+    assert json.loads((runs / "mt-st" / "config.json").read_text())["epochs"] == 1
+    pretrain = json.loads((runs / "pretrain" / "summary.json").read_text())["options"]
+    assert (pretrain["limit"], pretrain["epochs"], pretrain["head_warmup_steps"]) == (2000, 1, 6)
+    assert json.loads((runs / "sentiment-sst" / "summary.json").read_text())["config"]["limit"] == 500
+    assert "| ensemble |" in (runs / "results" / "table.md").read_text()
+
+
 def test_rerun_skips_finished_stages(full_run):
     runs, args, _ = full_run
     proc = run_all(*args)
