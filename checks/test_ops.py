@@ -269,3 +269,25 @@ def test_bench_runs_tiny_on_cpu(tmp_path):
     assert variants == ["minibert reference", "minibert fast", "minibert compiled", "minibert compiled+graph"]
     assert all("error" not in r and r["seq_per_s"] > 0 for r in result["rows"])
     assert (tmp_path / "bench.md").read_text().startswith("# Training-step benchmark")
+    assert all(r["mfu"] is None and r["of_measured_matmul"] is None for r in result["rows"])  # no GPU, no peak
+
+
+def test_capture_step_needs_an_eager_step_first():
+    """Captured without one, the optimizer's state would be created inside the graph, and
+    every replay would create it afresh; off CUDA, the step itself comes back."""
+    from minibert.cudagraph import capture_step
+    with pytest.raises(ValueError, match="warmup must be at least 1"):
+        capture_step(lambda: None, "cpu", warmup=0)
+    step = lambda: None  # noqa: E731
+    assert capture_step(step, "cpu") is step
+
+
+def test_mfu_divides_by_the_datasheet_peak_of_the_named_chip():
+    """MFU's denominator is the chip's dense bf16 datasheet peak (PaLM's definition), found
+    by the name torch reports; a chip not in the table gets none rather than a guess."""
+    from minibert.bench import datasheet_peak_tflops
+    assert datasheet_peak_tflops("NVIDIA H100 80GB HBM3") == 989.4  # SXM5: 1,979 with sparsity, halved
+    assert datasheet_peak_tflops("NVIDIA H100 PCIe") == 756.5
+    assert datasheet_peak_tflops("NVIDIA H200") == 989.4
+    assert datasheet_peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
+    assert datasheet_peak_tflops("NVIDIA H100 NVL") is None and datasheet_peak_tflops("NVIDIA L40S") is None

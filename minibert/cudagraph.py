@@ -27,7 +27,14 @@ def capture_step(step, device, warmup: int = 3):
 
     Returns a function that runs the same step as one CUDA graph replay and returns the
     step's outputs (the same tensors each time, overwritten by each replay). On a device
-    other than CUDA there are no graphs: it returns `step` itself."""
+    other than CUDA there are no graphs: it returns `step` itself.
+
+    warmup (at least 1): eager steps first, on a side stream, so that everything a first step
+    creates (the optimizer's state, autograd's buffers) exists before the capture; created
+    inside it, the replays would create it afresh every time (Adam's moments zeroed at
+    every step)."""
+    if warmup < 1:
+        raise ValueError(f"warmup must be at least 1 (see capture_step's docstring), got {warmup}")
     if torch.device(device).type != "cuda":
         return step
     side = torch.cuda.Stream()

@@ -22,8 +22,9 @@ the three Q/K/V products as ONE product against the concatenated weights (one la
 The first two are torch.autograd.Functions with a hand-written backward. Why bother, when
 autograd can differentiate the plain code? Memory and passes: autograd keeps every
 intermediate of the plain code alive for the backward (for GELU: x + b, x/sqrt 2, the erf,
-1 + erf, ...), and runs one kernel per backward op. Our backward keeps only the input and
-gets every gradient from it in one formula. torch.compile traces through these Functions
+1 + erf, ...), and runs one kernel per backward op. Our backward keeps only what its one
+formula needs: for bias+GELU its two inputs, for residual+LayerNorm the normalised x_hat and
+1/std (and the weight). torch.compile traces through these Functions
 (forward and hand-written backward alike) and turns each into one or two kernels, which is
 the fast path on a GPU; without compile they are still correct and lighter on memory.
 
