@@ -281,6 +281,15 @@ def test_bad_hyperparameters_raise(kwargs, match):
                {"params": [torch.zeros(2, requires_grad=True)], **kwargs}])
 
 
+def test_a_tensor_lr_must_be_on_its_parameters_device():
+    """Elsewhere, each step would copy it over, and a captured CUDA graph would keep the value
+    it had at capture; the meta device stands for a GPU here."""
+    with pytest.raises(ValueError, match="lr is on cpu, parameters on meta"):
+        AdamW([torch.zeros(2, device="meta", requires_grad=True)], lr=torch.tensor(1e-3))
+    params = (p for p in [torch.zeros(2, requires_grad=True)])  # a generator, read once: still kept
+    assert len(AdamW(params, lr=torch.tensor(1e-3)).param_groups[0]["params"]) == 1
+
+
 @pytest.mark.parametrize("foreach", [False, True])
 def test_sparse_gradient_raises(foreach):
     embedding = torch.nn.Embedding(10, 3, sparse=True)
@@ -302,11 +311,13 @@ def test_schedule_values_at_key_steps():
     assert schedule(110) == 0.0  # decayed to zero at the end ...
     assert schedule(200) == 0.0  # ... and stays there
     assert linear_warmup_decay(0, 4)(0) == 1.0  # no warm-up: start at the peak
-    for bad in [(-1, 10), (11, 10), (1.5, 10)]:
+    for bad in [(-1, 10), (11, 10), (1.5, 10), (0, 0)]:  # (0, 0): an lr of 0 throughout
         with pytest.raises(ValueError):
             linear_warmup_decay(*bad)
     with pytest.raises(ValueError, match="unknown schedule"):
         make_scheduler(AdamW([torch.zeros(1, requires_grad=True)]), "cosine")
+    with pytest.raises(ValueError, match="needs total_steps"):
+        make_scheduler(AdamW([torch.zeros(1, requires_grad=True)]), "linear")
 
 
 @pytest.mark.parametrize("warmup, total", [(0, 20), (5, 20), (20, 20), (7, 31)])

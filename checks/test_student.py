@@ -29,6 +29,7 @@ REQUIRED = {
     ("minibert/model.py", "BertLayer.forward"),
     ("minibert/tokenizer.py", "wordpiece"),
     ("minibert/optim.py", "adamw_update"),
+    ("minibert/optim.py", "foreach_update"),  # the fused step spells out the same formulas
     ("minibert/masking.py", "select_and_replace"),
     ("minibert/pcgrad.py", "pcgrad_project"),
     ("minibert/heads.py", "MultitaskBERT.sentiment_logits"),
@@ -103,6 +104,11 @@ def test_steps_option_blanks_only_those_steps(tmp_path):
     assert (tmp_path / "s/minibert/model.py").read_bytes() == (ROOT / "minibert/model.py").read_bytes()
     text = (tmp_path / "s/minibert/optim.py").read_text()
     assert "raise NotImplementedError('step03: implement adamw_update in minibert/optim.py" in text
+    assert "NotImplementedError(\"step03: implement foreach_update in minibert/optim.py" in text
+    # step 01 takes the fused layer of ops.py with it: left whole, it would show the layer's code
+    regions = student.make_student_copy(ROOT, tmp_path / "s1", steps={"step01"})
+    assert {r.step for r in regions} == {"step01", "step10"}
+    assert any(r.file == "minibert/ops.py" and r.function == "fused_layer" for r in regions)
 
 
 # ---- markers that cannot be blanked: clear errors, no half-made copy ------------------------

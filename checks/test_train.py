@@ -350,6 +350,32 @@ def test_resume_equals_uninterrupted_bitwise(world, tmp_path, schedule, extra):
         assert (full / "predictions" / f).read_text() == (part / "predictions" / f).read_text()
 
 
+def test_a_step_saved_again_survives_a_kill_midway(tmp_path, monkeypatch):
+    """Saving a step that has a checkpoint already (a resumed run) never leaves LATEST naming
+    nothing: killed between moving the old copy aside and putting the new one in place, the
+    run still resumes from the old copy."""
+    from minibert import checkpoint
+    model = torch.nn.Linear(2, 2)
+    checkpoint.save_training_state(tmp_path, 4, model, extra={"copy": 1})
+    real = os.replace
+
+    def killed(src, dst):  # the kill lands as the new folder is about to take the name
+        if str(src).endswith(".tmp"):
+            raise KeyboardInterrupt
+        return real(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save_training_state(tmp_path, 4, model, extra={"copy": 2})
+    monkeypatch.setattr(checkpoint.os, "replace", real)
+    found = latest_checkpoint(tmp_path)
+    assert found is not None and json.loads((found / "state.json").read_text())["extra"] == {"copy": 1}
+    checkpoint.save_training_state(tmp_path, 4, model, extra={"copy": 3})
+    found = latest_checkpoint(tmp_path)
+    assert found.name == "step-0000004" and json.loads((found / "state.json").read_text())["extra"] == {"copy": 3}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["LATEST", "step-0000004"]  # nothing left aside
+
+
 @pytest.mark.usefixtures("ctrl_c_reaches_python")
 def test_ctrl_c_stops_at_the_end_of_a_step_with_a_checkpoint(world, tmp_path, monkeypatch, capsys):
     """The first Ctrl-C (SIGINT) lets the step it interrupts finish, saves a checkpoint there

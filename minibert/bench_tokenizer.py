@@ -12,7 +12,8 @@ per second for:
 The reference rows need transformers; they are left out without it. transformers is
 imported only here, lazily, for those rows: the tokenizer itself never uses it. Each row is
 the best of --repeats runs (a fresh tokenizer for every cold run), since on a shared
-machine the best run is the least disturbed one.
+machine the best run is the least disturbed one; except the pure-Python reference, run
+once: it takes seconds, and is far behind either way.
 """
 
 import argparse
@@ -49,7 +50,7 @@ def reference_rows(vocab, sentences, repeats):
     # ids only, as ours: no attention masks or token types to build
     kwargs = dict(return_attention_mask=False, return_token_type_ids=False)
     return [
-        ("transformers Python BertTokenizer", best_time(lambda: python(sentences, **kwargs), 1)),
+        ("transformers Python BertTokenizer (one run)", best_time(lambda: python(sentences, **kwargs), 1)),
         ("transformers Rust BertTokenizerFast, batch", best_time(lambda: rust(sentences, **kwargs), repeats)),
     ]
 

@@ -138,11 +138,14 @@ def save_training_state(run_dir, step: int, model, optimizer=None, scheduler=Non
         rng.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
     write_safetensors(rng, tmp / "rng.safetensors")
     write_json(state, tmp / "state.json")
-    if final.exists():
-        shutil.rmtree(final)
+    aside = run_dir / f".{final.name}.old"
+    if final.exists():  # the same step saved again (a resumed run): LATEST may name it, so
+        shutil.rmtree(aside, ignore_errors=True)  # it is moved aside, not deleted, until the
+        os.replace(final, aside)                  # new one is in place (latest_checkpoint)
     os.replace(tmp, final)
     with atomic_path(run_dir / "LATEST") as p:
         p.write_text(final.name + "\n")
+    shutil.rmtree(aside, ignore_errors=True)
     old = sorted(run_dir.glob("step-*"))[:-keep] if keep else []
     for d in old:
         if d != final:
@@ -155,8 +158,13 @@ def latest_checkpoint(run_dir):
     pointer = Path(run_dir) / "LATEST"
     if not pointer.is_file():
         return None
-    folder = Path(run_dir) / pointer.read_text().strip()
-    return folder if (folder / "state.json").is_file() else None
+    name = pointer.read_text().strip()
+    # the folder LATEST names, or, if a run was killed while saving that step again, its
+    # earlier copy, moved aside (save_training_state)
+    for folder in (Path(run_dir) / name, Path(run_dir) / f".{name}.old"):
+        if (folder / "state.json").is_file():
+            return folder
+    return None
 
 
 def load_training_state(folder, model, optimizer=None, scheduler=None, restore_rng=True, ema=None) -> dict:

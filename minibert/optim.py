@@ -99,8 +99,8 @@ class AdamW(torch.optim.Optimizer):
 
     Args:
         params: parameters or parameter groups (dicts that may override any option below).
-        lr: learning rate, a float, or a one-element tensor (update it in place, e.g. from a
-            schedule, to change it inside a captured CUDA graph).
+        lr: learning rate, a float, or a one-element tensor on the parameters' device (update
+            it in place, e.g. from a schedule, to change it inside a captured CUDA graph).
         betas: (beta1, beta2), the decay rates of the first and second moments, in [0, 1).
         eps: added to sqrt(v_hat) so the step stays finite when v is tiny.
         weight_decay: decoupled weight decay: each step multiplies p by (1 - lr*weight_decay).
@@ -128,6 +128,14 @@ class AdamW(torch.optim.Optimizer):
         # Check before torch fills in the defaults and appends the group.
         merged = {**self.defaults, **param_group}
         check_hyperparameters(merged["lr"], merged["betas"], merged["eps"], merged["weight_decay"])
+        lr = merged["lr"]
+        if isinstance(lr, torch.Tensor):
+            params = param_group["params"]
+            params = param_group["params"] = [params] if isinstance(params, torch.Tensor) else list(params)
+            elsewhere = {str(p.device) for p in params if p.device != lr.device}
+            if elsewhere:  # each step would copy it over (and a CUDA graph would keep its first value)
+                raise ValueError(f"a tensor lr must be on its parameters' device: lr is on {lr.device}, "
+                                 f"parameters on {', '.join(sorted(elsewhere))}")
         super().add_param_group(param_group)
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -278,6 +286,7 @@ def foreach_update(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *
     """The element-wise part of `adamw_update` for lists of tensors, with the step-dependent
     scalars precomputed: sqrt(1 - beta2^t) and -lr / (1 - beta1^t), both Python floats or
     both 0-d tensors."""
+    # BEGIN SOLUTION: adamw_update's formulas, each as one torch._foreach_* call over the lists
     if weight_decay != 0:
         torch._foreach_mul_(params, decay)  # decoupled weight decay
     torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)  # m
@@ -297,6 +306,7 @@ def foreach_update(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *
         torch._foreach_addcdiv_(params, steps, denoms)  # p -= step_size * m / (sqrt(v_hat) + eps)
     else:
         torch._foreach_addcdiv_(params, exp_avgs, denoms, value=neg_step_size)
+    # END SOLUTION
 
 
 def cache_blocks(tensor_lists: list, block_elements: int) -> list:

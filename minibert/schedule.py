@@ -46,9 +46,10 @@ class LinearWarmupDecay:
         if not (isinstance(self.warmup_steps, int) and isinstance(self.total_steps, int)):
             raise ValueError(f"warmup_steps and total_steps must be ints, got "
                              f"{self.warmup_steps!r} and {self.total_steps!r}")
-        if not 0 <= self.warmup_steps <= self.total_steps:
-            raise ValueError(f"expected 0 <= warmup_steps <= total_steps, got "
-                             f"warmup_steps={self.warmup_steps}, total_steps={self.total_steps}")
+        if not 0 <= self.warmup_steps <= self.total_steps or self.total_steps < 1:
+            raise ValueError(f"expected 0 <= warmup_steps <= total_steps and total_steps >= 1 (with none, "
+                             f"the lr would be 0 throughout), got warmup_steps={self.warmup_steps}, "
+                             f"total_steps={self.total_steps}")
 
     def __call__(self, step: int) -> float:
         if step < self.warmup_steps:
@@ -65,12 +66,14 @@ def linear_warmup_decay(warmup_steps: int, total_steps: int) -> LinearWarmupDeca
     return LinearWarmupDecay(warmup_steps, total_steps)
 
 
-def make_scheduler(optimizer, name: str = "constant", warmup_steps: int = 0, total_steps: int = 0):
-    """A LambdaLR over `optimizer` for the schedule `name` ("constant" or "linear");
-    call `scheduler.step()` after every `optimizer.step()`."""
+def make_scheduler(optimizer, name: str = "constant", warmup_steps: int = 0, total_steps: int = None):
+    """A LambdaLR over `optimizer` for the schedule `name` ("constant" or "linear", which
+    needs the run's `total_steps`); call `scheduler.step()` after every `optimizer.step()`."""
     if name == "constant":
         schedule = constant
     elif name == "linear":
+        if total_steps is None:
+            raise ValueError("the linear schedule needs total_steps, the run's number of steps")
         schedule = linear_warmup_decay(warmup_steps, total_steps)
     else:
         raise ValueError(f"unknown schedule {name!r}, expected one of {SCHEDULES}")

@@ -6,8 +6,7 @@ WordPiece, masking, the task heads, PCGrad, ...) sit between two marker lines:
         def attend(q, k, v, mask, dropout_p):
             ...docstring...
             # BEGIN SOLUTION
-            scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
-            ...
+            ...the lines a student writes...
             # END SOLUTION
 
 `python -m minibert make-student-copy OUT` copies the project to OUT and replaces each such
@@ -26,7 +25,8 @@ A marker line may carry a hint for the student, which is added to the message:
 Steps. Each file with regions belongs to one course step (STEPS below, the numbering of
 assignments/ and of the markers in checks/conftest.py), so a student grades one step with
 `pytest checks/ -m step03`. `--steps step02,step03` blanks only those steps' regions (a
-course can release the project one step at a time).
+course can release the project one step at a time); step01 takes the fast path (ops.py,
+step10) with it, since that is the same layer, fused.
 
 Which files: the ones git would commit (tracked, plus untracked files .gitignore does not
 exclude), else, outside a git checkout, the project's own folders and files. Never data/,
@@ -232,6 +232,9 @@ def make_student_copy(src, out, steps=None, force=False) -> list:
             raise FileExistsError(f"{out} exists and is not empty: pick a new folder, or pass --force "
                                   "to replace it")
         shutil.rmtree(out)
+    if steps is not None and "step01" in steps:
+        # the fast path (ops.py) is step 01's layer fused: left whole, it would show that step
+        steps = set(steps) | {"step10"}
     files = [f for f in project_files(src) if out not in (src / f).resolve().parents]
     # parse everything before writing anything: a marker error leaves no half-made copy
     blanked, regions = {}, []
