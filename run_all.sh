@@ -7,15 +7,16 @@
 # Profiles: quick (the default without CUDA: every stage on subsets, 8 to 16 minutes on
 # 2 CPU cores, depending on the machine: results/quick-cpu.md) and full (the default with
 # CUDA: the whole table on one GPU, plus two more seeds of the best pipeline, one-task models,
-# and their ensembles). Each stage writes its outputs under runs/STAGE, and a marker
-# runs/.done/STAGE naming the profile when complete. A re-run skips the stages completed in
-# the same profile, resumes a stage stopped midway (Ctrl-C, a failure) from its checkpoint, and
-# runs the others afresh (--force: every stage afresh, its old outputs removed first). The
-# first failing stage stops the run with the stage's name and the path of its log
-# (--keep-going: runs the stages after it too, except those that need it, then names every
-# failed one and exits with 1). --only STAGE runs one stage, once those it needs are done.
-# --jobs N runs up to N stages at once, each once the stages it needs are done (default: 1 on
-# a CPU; on a GPU one per 12 GiB of its memory, at most 4).
+# and their ensembles). Each stage writes its outputs under runs/STAGE, a runs folder holds
+# one profile's runs (--runs DIR for another). A re-run skips the stages completed, resumes
+# one stopped midway (Ctrl-C, a failure) from its checkpoint, and runs the others afresh
+# (--force: every stage afresh, its old outputs removed first; a folder run_all.sh did not
+# make is set aside as STAGE.previous). The first failing stage stops the run with the
+# stage's name and the path of its log (--keep-going: runs the stages after it too, except
+# those that need it, then names every failed one and exits with 1). --only STAGE runs one
+# stage, once those it needs are done. --jobs N runs up to N stages at once, each once the
+# stages it needs are done (default: 1 on a CPU; on a GPU one per 12 GiB of its memory, at
+# most 4).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -32,7 +33,7 @@ while [ $# -gt 0 ]; do
     --weights) WEIGHTS="$2"; shift 2 ;;
     --runs) RUNS="$2"; shift 2 ;;
     --setup-only) SETUP_ONLY=1; shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "run_all.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -113,17 +114,23 @@ else
 fi
 
 # ---- stages: declared with what each needs, then run -----------------------------------
-# Each stage writes its outputs under $RUNS/NAME, $RUNS/.started/NAME when it starts and
-# $RUNS/.done/NAME when complete, each holding the profile, so that a run of the other
-# profile in the same folder is never taken for this one's.
+# Each stage writes its outputs under $RUNS/NAME, $RUNS/.started/NAME (its command line) when
+# it starts and $RUNS/.done/NAME (the profile) when complete. A runs folder holds one
+# profile's runs ($RUNS/.profile): another profile's are never replaced without --force.
 # --jobs 1 runs the stages one after another in the order below, each one's output on the
 # terminal and in its log. --jobs N runs up to N at once, each as soon as the stages it needs
 # (--after) are done, its output in its log only: MiniLM leaves a GPU mostly idle between its
 # small kernels, so several stages share one GPU well.
+if [ -f "$RUNS/.profile" ] && [ "$(cat "$RUNS/.profile")" != "$PROFILE" ] && [ "$FORCE" = 0 ]; then
+  echo "run_all.sh: $RUNS holds the $(cat "$RUNS/.profile") profile's runs: pass --runs DIR for the" \
+       "$PROFILE profile's (or --force to run it here, replacing them)" >&2
+  exit 2
+fi
 mkdir -p "$RUNS/.done" "$RUNS/.started" "$RUNS/logs"
+echo "$PROFILE" > "$RUNS/.profile"
 NAMES=() NEEDS=() CMDS=() DECLARED=() UNMET=""
-marked() {  # marked DIR NAME: stage NAME has a marker in $RUNS/DIR for this profile
-  [ -f "$RUNS/$1/$2" ] && [ "$(cat "$RUNS/$1/$2")" = "$PROFILE" ]
+done_here() {  # done_here NAME: stage NAME completed in this profile
+  [ -f "$RUNS/.done/$1" ] && [ "$(cat "$RUNS/.done/$1")" = "$PROFILE" ]
 }
 stage() {  # stage NAME [--after "NAME ..." | --last] command...
   local name="$1" after="" need; shift
@@ -132,10 +139,11 @@ stage() {  # stage NAME [--after "NAME ..." | --last] command...
   if [ "$1" = --last ]; then after="*"; shift; fi  # once every other stage has ended, however
   if [ -n "$ONLY" ] && [ "$ONLY" != "$name" ]; then return 0; fi
   if [ -n "$ONLY" ] && [ "$after" != "*" ]; then  # --only: what it needs must be done already
-    for need in $after; do marked .done "$need" || UNMET="$UNMET $need"; done
+    for need in $after; do done_here "$need" || UNMET="$UNMET $need"; done
   fi
-  # done in this profile: skipped, except the results table once any other stage runs
-  if marked .done "$name" && [ "$FORCE" = 0 ] && { [ "$after" != "*" ] || [ ${#NAMES[@]} = 0 ]; }; then
+  # done in this profile: skipped, except the results table once any other stage runs (under
+  # --only, `--only results` makes it again)
+  if done_here "$name" && [ "$FORCE" = 0 ] && { [ "$after" != "*" ] || [ ${#NAMES[@]} = 0 ]; }; then
     echo "-- $name: done already (--force to run again)"; return 0
   fi
   NAMES+=("$name"); NEEDS+=("$after"); CMDS+=("$(printf '%q ' "$@")")
@@ -229,16 +237,24 @@ state_of() {  # state_of NAME: its state in this run; "" when it is not in it (d
 
 run_stage() {  # run_stage I: stage I's command, its output in its log; status: the command's
   local name="${NAMES[$1]}" log="$RUNS/logs/${NAMES[$1]}.log" start=$SECONDS rc=0 cmd="${CMDS[$1]}"
+  local folder="$RUNS/$name" started="$RUNS/.started/$name"
   rm -f "$RUNS/.done/$name"
-  if [ "$FORCE" = 1 ] || ! marked .started "$name"; then
-    rm -rf "${RUNS:?}/$name"  # afresh: nothing of an older run, or of the other profile, is kept
-  elif [ -d "$RUNS/$name/checkpoints" ]; then
-    cmd="$cmd --resume"  # stopped midway in this profile (Ctrl-C, a failure): go on from there
+  if [ -f "$started" ] && [ "$(cat "$started")" = "$cmd" ] && [ "$FORCE" = 0 ]; then
+    # stopped midway (Ctrl-C, a failure) with the same command line: go on from its checkpoint
+    if [ -d "$folder/checkpoints" ]; then cmd="$cmd --resume"; fi
+  elif [ -f "$started" ]; then
+    rm -rf "${folder:?}"  # ours, from another command line (or --force): afresh
+  elif [ -e "$folder" ]; then  # not made by this script (a stage run by hand): kept, set aside
+    rm -rf "${folder:?}.previous"
+    mv "$folder" "$folder.previous"
+    echo "run_all.sh: $folder was not made by run_all.sh: moved to $folder.previous"
   fi
-  echo "$PROFILE" > "$RUNS/.started/$name"
+  echo "${CMDS[$1]}" > "$started"
   if [ "$JOBS" = 1 ]; then
     say "$name: $cmd"
-    eval "$cmd" 2>&1 | tee "$log" || rc=$?
+    # tee -i: Ctrl-C reaches the stage, which saves a checkpoint after its step; tee must
+    # live on to pass that on, or the stage would die writing to a closed pipe
+    eval "$cmd" 2>&1 | tee -i "$log" || rc=$?
   else
     say "$name (its output: $log): $cmd"
     eval "$cmd" > "$log" 2>&1 || rc=$?
@@ -261,9 +277,19 @@ if [ "$JOBS" != 1 ]; then
   # each stage in its own process group, so that Ctrl-C or a timeout stops it whole (its own
   # child processes too) with the script
   set -m
-  stop_all() { for p in $(jobs -p); do kill -- "-$p" 2>/dev/null; done; }
-  trap 'stop_all; exit 130' INT
-  trap 'stop_all; exit 143' TERM
+  stop_all() { for p in $(jobs -p); do kill "-$1" -- "-$p" 2>/dev/null; done; }
+  # Ctrl-C: passed to every running stage, which saves a checkpoint after its step (train,
+  # pretrain); a second Ctrl-C, or a TERM, stops them at once
+  stop_after_step() {
+    trap 'stop_all TERM; exit 130' INT
+    echo "run_all.sh: Ctrl-C: the running stages stop after their step, with a checkpoint" \
+         "(Ctrl-C again: at once)" >&2
+    stop_all INT
+    wait
+    exit 130
+  }
+  trap stop_after_step INT
+  trap 'stop_all TERM; exit 143' TERM
 fi
 STOPPING=0
 while :; do

@@ -8,7 +8,9 @@ checks this suite runs anyway, so they are marked done beforehand.
 
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -135,6 +137,8 @@ def done_runs(full_run, tmp_path):
     """A copy of the full profile's runs folder, every stage done, to run stages again in."""
     runs = tmp_path / "runs"
     shutil.copytree(full_run[0], runs)
+    for marker in (runs / ".started").iterdir():  # the command lines that started them, moved too
+        marker.write_text(marker.read_text().replace(str(full_run[0]), str(runs)))
     return runs, [a if a != full_run[0] else runs for a in full_run[1]]
 
 
@@ -153,13 +157,13 @@ def test_force_runs_a_finished_stage_again_afresh(done_runs):
     assert (runs / ".done" / "baseline").read_text().strip() == "full"
 
 
-def test_a_stage_stopped_midway_resumes_and_another_profiles_stage_starts_afresh(done_runs):
+def test_a_stage_stopped_midway_resumes_and_one_started_otherwise_starts_afresh(done_runs):
     runs, args = done_runs
     # mt-random stopped after its last checkpoint (its .done marker never written): resumed
     (runs / ".done" / "mt-random").unlink()
-    # baseline done in the quick profile: not this profile's, so run afresh, not resumed
-    for marker in (".done", ".started"):
-        (runs / marker / "baseline").write_text("quick\n")
+    # baseline started with another command line (other options): run afresh, not resumed
+    (runs / ".done" / "baseline").unlink()
+    (runs / ".started" / "baseline").write_text("python -m minibert train --epochs 9\n")
     proc = run_all(*args, "--only", "mt-random")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert started(proc, "mt-random").endswith("--resume") and "resuming at step" in proc.stdout
@@ -170,6 +174,73 @@ def test_a_stage_stopped_midway_resumes_and_another_profiles_stage_starts_afresh
     # and the results table is made again once any other stage ran
     proc = run_all(*args, "--only", "results")
     assert "-- results: done already" in proc.stdout  # alone, a done table stays
+
+
+def test_a_runs_folder_keeps_to_one_profile_and_to_what_run_all_made(done_runs):
+    runs, args = done_runs
+    quick = [a if a != "full" else "quick" for a in args]
+    proc = run_all(*quick, "--only", "baseline")
+    assert proc.returncode == 2 and "holds the full profile's runs: pass --runs DIR" in proc.stderr
+    assert (runs / "baseline" / "summary.json").is_file() and (runs / ".profile").read_text().strip() == "full"
+    # a pretrain folder run_all.sh did not make (python -m minibert pretrain by hand): set aside
+    (runs / ".started" / "pretrain").unlink()
+    (runs / ".done" / "pretrain").unlink()
+    proc = run_all(*args, "--only", "pretrain")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"{runs}/pretrain was not made by run_all.sh: moved to {runs}/pretrain.previous" in proc.stdout
+    assert (runs / "pretrain.previous" / "summary.json").is_file() and (runs / "pretrain" / "summary.json").is_file()
+
+
+WRAPPER = """#!{python}
+# python, except that `-m minibert train` gets Ctrl-C during its third step, as a terminal
+# sends it: with --jobs 1, to the whole process group (run_all.sh, tee, the stage); with
+# --jobs N, to run_all.sh alone (the stages run in process groups of their own), which is the
+# session's leader here. Each step after it is slowed, so that the stop arrives midway.
+import os, runpy, signal, sys, time
+if sys.argv[1:4] != ["-m", "minibert", "train"]:
+    os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+from minibert import train
+real, sent = train.train_step, []
+def step(*a):
+    if a[-1] == 2:
+        sent.append(1)
+        if os.environ["CTRL_C_TO"] == "group":
+            os.killpg(os.getpgrp(), signal.SIGINT)
+        else:
+            os.kill(os.getsid(0), signal.SIGINT)
+    if sent:
+        time.sleep(0.5)
+    return real(*a)
+train.train_step = step
+sys.argv = ["minibert", *sys.argv[3:]]
+runpy.run_module("minibert", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("jobs, to", [(1, "group"), (2, "run_all")])
+def test_ctrl_c_stops_a_stage_with_a_checkpoint_that_the_next_run_resumes(world, tmp_path, jobs, to):
+    """Ctrl-C reaches the running stage (with --jobs 1 directly, tee -i outliving it to carry
+    its last lines; with --jobs N through run_all.sh's trap), which saves a checkpoint after
+    its step; the next run_all.sh resumes it."""
+    wrapper = tmp_path / "python-ctrl-c"
+    wrapper.write_text(WRAPPER.format(python=sys.executable))
+    wrapper.chmod(0o755)
+    common = ["--profile", "full", "--data-dir", world[1], "--weights", world[0], "--runs", tmp_path / "runs",
+              "--only", "mt-round-robin", "--jobs", jobs]
+    proc = subprocess.run(["bash", str(ROOT / "run_all.sh"), *map(str, common)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHON": str(wrapper), "CTRL_C_TO": to}, timeout=600,
+                          start_new_session=True,  # its own session: the signal reaches nothing else
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
+    assert proc.returncode != 0
+    log = (tmp_path / "runs" / "logs" / "mt-round-robin.log").read_text()
+    stopped = re.search(r"stopped after step (\d+), checkpoint saved", log)
+    assert stopped, log[-2000:] + proc.stderr[-2000:]
+    step = int(stopped.group(1))
+    assert (tmp_path / "runs" / "mt-round-robin" / "checkpoints" / f"step-{step:07d}").is_dir()
+    # the same command line again (the wrapper's Ctrl-C is at step 3 only: passed by now)
+    proc = run_all(*common, python=wrapper)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"resuming at step {step}" in (tmp_path / "runs" / "logs" / "mt-round-robin.log").read_text()
 
 
 def test_only_names_a_stage_of_the_profile_whose_needs_are_done(world, tmp_path):
