@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -360,7 +361,7 @@ def test_a_step_saved_again_survives_a_kill_midway(tmp_path, monkeypatch):
     real = os.replace
 
     def killed(src, dst):  # the kill lands as the new folder is about to take the name
-        if str(src).endswith(".tmp"):
+        if Path(src).name == ".step-0000004.tmp":
             raise KeyboardInterrupt
         return real(src, dst)
 
@@ -369,11 +370,12 @@ def test_a_step_saved_again_survives_a_kill_midway(tmp_path, monkeypatch):
         checkpoint.save_training_state(tmp_path, 4, model, extra={"copy": 2})
     monkeypatch.setattr(checkpoint.os, "replace", real)
     found = latest_checkpoint(tmp_path)
-    assert found is not None and json.loads((found / "state.json").read_text())["extra"] == {"copy": 1}
-    checkpoint.save_training_state(tmp_path, 4, model, extra={"copy": 3})
+    assert found.name == ".step-0000004.old"  # the old copy, moved aside
+    assert json.loads((found / "state.json").read_text())["extra"] == {"copy": 1}
+    checkpoint.save_training_state(tmp_path, 5, model, extra={"copy": 3})  # the resumed run goes on
     found = latest_checkpoint(tmp_path)
-    assert found.name == "step-0000004" and json.loads((found / "state.json").read_text())["extra"] == {"copy": 3}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["LATEST", "step-0000004"]  # nothing left aside
+    assert found.name == "step-0000005" and json.loads((found / "state.json").read_text())["extra"] == {"copy": 3}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["LATEST", "step-0000005"]  # nothing left aside
 
 
 @pytest.mark.usefixtures("ctrl_c_reaches_python")
