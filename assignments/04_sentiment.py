@@ -16,8 +16,10 @@ Expected: the minbert assignment reports with bert-base-uncased SST dev 0.391 (p
 
 import sys
 
-from _common import step_main
+from _common import option, step_main
 
 if __name__ == "__main__":
-    sys.exit(step_main("step04", __doc__, command=["sentiment"],
-                       quick=["--limit", "300", "--epochs", "2", "--max-length", "64"]))
+    # the folder the stage would pick itself, named here so a run again can set it aside
+    out = f"runs/sentiment-{option(sys.argv[1:], '--dataset', 'sst')}-{option(sys.argv[1:], '--option', 'pretrain')}"
+    sys.exit(step_main("step04", __doc__, command=["sentiment", "--out", out],
+                       quick=["--limit", "300", "--epochs", "2", "--max-length", "64", "--out", f"{out}-quick"]))

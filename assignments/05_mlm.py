@@ -16,6 +16,6 @@ import sys
 from _common import step_main
 
 if __name__ == "__main__":
-    sys.exit(step_main("step05", __doc__, command=["pretrain"],
+    sys.exit(step_main("step05", __doc__, command=["pretrain", "--out", "runs/pretrain"],
                        quick=["--limit", "300", "--max-steps", "20", "--head-warmup-steps", "6",
                               "--out", "runs/pretrain-quick"]))

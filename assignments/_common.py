@@ -11,6 +11,7 @@ given, which continues it.
 """
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -54,10 +55,11 @@ def set_aside_earlier_run(args) -> None:
     out = option(args, "--out")
     if out is None or {"--resume", "-h", "--help"} & set(args) or not (ROOT / out).exists():
         return
-    previous = ROOT / f"{out}.previous"
+    folder = (ROOT / out).resolve()  # runs/x/ as runs/x
+    previous = folder.with_name(folder.name + ".previous")
     shutil.rmtree(previous, ignore_errors=True)
-    (ROOT / out).rename(previous)
-    print(f"== {out} held an earlier run of this step: moved to {out}.previous", flush=True)
+    folder.rename(previous)
+    print(f"== {out} held an earlier run of this step: moved to {os.path.normpath(out)}.previous", flush=True)
 
 
 def run_minibert(*args) -> int:

@@ -44,6 +44,15 @@ def test_each_schedule_runs_in_its_own_folder(ran):
         == "runs/quick-multitask-random"
 
 
+def test_every_stage_step_names_its_folder(ran):
+    """Without its --out, a step could not set its earlier run aside (see below)."""
+    assert _common.option(ran("04_sentiment.py", "--dataset", "cfimdb", "--option", "finetune"), "--out") \
+        == "runs/sentiment-cfimdb-finetune"
+    assert _common.option(ran("05_mlm.py"), "--out") == "runs/pretrain"
+    for script in ("06_multitask.py", "07_pcgrad.py", "08_single_task.py"):
+        assert _common.option(ran(script), "--out") is not None, script
+
+
 def test_a_step_run_again_sets_the_earlier_run_aside(ran, tmp_path, capsys):
     earlier = tmp_path / "runs" / "multitask-round-robin"
     (earlier / "checkpoints").mkdir(parents=True)
@@ -55,5 +64,6 @@ def test_a_step_run_again_sets_the_earlier_run_aside(ran, tmp_path, capsys):
     assert "moved to runs/multitask-round-robin.previous" in capsys.readouterr().out
     earlier.mkdir()
     (earlier / "metrics.jsonl").write_text("")
-    ran("06_multitask.py")  # the one before it goes: one earlier run is kept, not a pile
+    ran("06_multitask.py", "--out", "runs/multitask-round-robin/")  # the one before it goes: one
+    # earlier run is kept, not a pile (and a trailing slash names the same folder)
     assert sorted(p.name for p in (tmp_path / "runs" / "multitask-round-robin.previous").iterdir()) == ["metrics.jsonl"]

@@ -51,6 +51,24 @@ def test_out_of_range_label_is_malformed(tmp_path):
         assert [e.id for e in read_examples(tmp_path / "s.csv", "sst")] == ["b"]
 
 
+def test_a_file_without_a_usable_row(data, tok, tmp_path):
+    """is an error naming it, except an (optional) test file, left out as a missing one is."""
+    (tmp_path / "s.csv").write_text("\tid\tsentence\tsentiment\n0\ta\tgood .\t\n")
+    with pytest.raises(DataError, match=r"s.csv: no usable rows \(all 1 malformed"):
+        read_examples(tmp_path / "s.csv", "sst")
+    copy = tmp_path / "data"
+    copy.mkdir()
+    for f in data.glob("*.csv"):
+        (copy / f.name).write_bytes(f.read_bytes())
+    (copy / "sts-test-student.csv").write_text("\tid\tsentence1\tsentence2\n")  # the header alone
+    with pytest.warns(UserWarning, match="sts-test-student.csv: no usable rows; no sts test predictions"):
+        sets = load_datasets(copy, tok, splits=("dev", "test"))
+    assert "sts" in sets["dev"] and "sts" not in sets["test"] and "sst" in sets["test"]
+    (copy / "sts-dev.csv").write_text("\tid\tsentence1\tsentence2\tsimilarity\n")
+    with pytest.raises(DataError, match="sts-dev.csv: no usable rows, only the header"):
+        load_datasets(copy, tok, splits=("dev",))
+
+
 def test_wrong_header_names_file_and_columns(tmp_path):
     bad = tmp_path / "quora-train.csv"
     bad.write_text("\tid\tquestion1\tquestion2\tlabel\n0\ta\tx\ty\t1\n")

@@ -103,10 +103,11 @@ def _parse_label(raw, kind, num_classes):
     return value if ok else None
 
 
-def read_examples(path, task: str, labelled=None) -> list:
+def read_examples(path, task: str, labelled=None, allow_empty=False) -> list:
     """Read one CSV of `task` ("sst", "cfimdb", "para", "sts"). labelled: True, False, None
     (labelled unless the file name says test-student) or "header" (labelled if the header has
-    the label column: `predict` reads any CSV). Malformed rows are skipped with one warning."""
+    the label column: `predict` reads any CSV). Malformed rows are skipped with one warning;
+    a file with no usable row is an error, unless allow_empty."""
     path = Path(path)
     _, text_cols, label_col, kind = FORMATS[task]
     if labelled is None:
@@ -134,7 +135,7 @@ def read_examples(path, task: str, labelled=None) -> list:
                 skipped += 1
                 continue
             examples.append(Example(row["id"], texts, label))
-    if not examples:  # nothing to train on, score or predict: say so here, not as a crash later
+    if not examples and not allow_empty:  # nothing to train on, score or predict: say so here
         raise DataError(f"{path}: no usable rows" + (f" (all {skipped} malformed: empty or invalid "
                         f"{label_col if labelled else 'text'} field)" if skipped else ", only the header"))
     if skipped:
@@ -274,7 +275,17 @@ def load_datasets(folder, tokenizer, tasks=TASKS, splits=SPLITS, limit=None, max
     dev must); `limit` keeps a random subset of at most `limit` examples per task and split
     (quick runs, tests)."""
     folder = check_data_dir(folder, tasks, [s for s in splits if s != "test"])
-    return {split: {task: TaskDataset(task, read_examples(folder / file_name(task, split), task),
-                                      tokenizer, max_length).subset(limit, seed)
-                    for task in tasks if (folder / file_name(task, split)).is_file()}
-            for split in splits}
+    data = {}
+    for split in splits:
+        data[split] = {}
+        for task in tasks:
+            path = folder / file_name(task, split)
+            if not path.is_file():
+                continue
+            # the test files are optional: one without a usable row is left out, as a missing one
+            examples = read_examples(path, task, allow_empty=split == "test")
+            if not examples:
+                warnings.warn(f"{path}: no usable rows; no {task} test predictions", stacklevel=2)
+                continue
+            data[split][task] = TaskDataset(task, examples, tokenizer, max_length).subset(limit, seed)
+    return data

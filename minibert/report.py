@@ -19,9 +19,12 @@ COLUMNS = [("para_acc", "PD acc"), ("sst_acc", "SST acc"), ("sts_r", "STS r"), (
 
 
 def read_runs(folder) -> list:
-    """Every run folder's summary.json (with its metrics.jsonl rows), sorted by folder."""
+    """Every run folder's summary.json (with its metrics.jsonl rows), sorted by folder;
+    not those set aside (NAME.previous: an earlier run of a step run again)."""
     runs = []
     for summary in sorted(Path(folder).glob("*/summary.json")):
+        if summary.parent.name.endswith(".previous"):
+            continue
         s = json.loads(summary.read_text())
         if "stage" not in s or "dev" not in s:  # e.g. pretrain/: its own summary
             continue
