@@ -127,7 +127,6 @@ if [ -f "$RUNS/.profile" ] && [ "$(cat "$RUNS/.profile")" != "$PROFILE" ] && [ "
   exit 2
 fi
 mkdir -p "$RUNS/.done" "$RUNS/.started" "$RUNS/logs"
-echo "$PROFILE" > "$RUNS/.profile"
 NAMES=() NEEDS=() CMDS=() DECLARED=() UNMET=""
 done_here() {  # done_here NAME: stage NAME completed in this profile
   [ -f "$RUNS/.done/$1" ] && [ "$(cat "$RUNS/.done/$1")" = "$PROFILE" ]
@@ -249,6 +248,7 @@ run_stage() {  # run_stage I: stage I's command, its output in its log; status: 
     mv "$folder" "$folder.previous"
     echo "run_all.sh: $folder was not made by run_all.sh: moved to $folder.previous"
   fi
+  echo "$PROFILE" > "$RUNS/.profile"  # the folder is this profile's from its first stage on
   echo "${CMDS[$1]}" > "$started"
   if [ "$JOBS" = 1 ]; then
     say "$name: $cmd"

@@ -247,6 +247,7 @@ def test_only_names_a_stage_of_the_profile_whose_needs_are_done(world, tmp_path)
     common = ["--profile", "quick", "--data-dir", world[1], "--weights", world[0], "--runs", tmp_path / "runs"]
     proc = run_all(*common, "--only", "mt-roundrobin")
     assert proc.returncode == 2 and "--only mt-roundrobin: no such stage in the quick profile" in proc.stderr
+    assert not (tmp_path / "runs" / ".profile").exists()  # nothing ran: the folder is no profile's yet
     assert "mt-round-robin" in proc.stderr.split("its stages:")[1]
     proc = run_all(*common, "--only", "mt-cross-seed1")  # a stage of the full profile only
     assert proc.returncode == 2 and "no such stage in the quick profile" in proc.stderr
