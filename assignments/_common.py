@@ -39,15 +39,11 @@ def run_checks(step) -> bool:
 
 
 def option(args, name, default=None):
-    """The value of option `name` in `args` (`name VALUE` or `name=VALUE`); as in argparse,
-    the last one given wins."""
-    value = default
-    for i, arg in enumerate(args):
-        if arg == name and i + 1 < len(args):
-            value = args[i + 1]
-        elif arg.startswith(name + "="):
-            value = arg[len(name) + 1:]
-    return value
+    """The value of option `name` in `args` as the stage's argparse will read it (`name VALUE`
+    or `name=VALUE`, the last one given wins)."""
+    p = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    p.add_argument(name, dest="value", default=default)
+    return p.parse_known_args(args)[0].value
 
 
 def set_aside_earlier_run(args) -> None:

@@ -145,12 +145,10 @@ def save_training_state(run_dir, step: int, model, optimizer=None, scheduler=Non
     os.replace(tmp, final)
     with atomic_path(run_dir / "LATEST") as p:
         p.write_text(final.name + "\n")
-    # the copy moved aside, and any half-written or set-aside folder a kill left behind:
-    # LATEST names none of them now
-    for d in [*run_dir.glob(".step-*.old"), *run_dir.glob(".step-*.tmp")]:
-        shutil.rmtree(d, ignore_errors=True)
+    # LATEST names `final` now: gone are the checkpoints beyond the newest `keep`, the copy
+    # moved aside, and any half-written or set-aside folder a kill left behind
     old = sorted(run_dir.glob("step-*"))[:-keep] if keep else []
-    for d in old:
+    for d in [*old, *run_dir.glob(".step-*.old"), *run_dir.glob(".step-*.tmp")]:
         if d != final:
             shutil.rmtree(d, ignore_errors=True)
     return final

@@ -123,7 +123,8 @@ def parse_args(argv):
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     args = p.parse_args(argv)
-    problem = option_error(args, counts=("epochs", "batch_size", "eval_batch_size", "max_length", "limit"),
+    problem = option_error(args, at_least={"epochs": 1, "batch_size": 1, "eval_batch_size": 1, "limit": 1,
+                                           "max_length": 2},  # 2: [CLS] and [SEP]
                            fractions=("dropout",))
     if problem:
         p.error(problem)

@@ -135,12 +135,12 @@ def read_examples(path, task: str, labelled=None, allow_empty=False) -> list:
                 skipped += 1
                 continue
             examples.append(Example(row["id"], texts, label))
+    why = f"empty or invalid {label_col if labelled else 'text'} field"
     if not examples and not allow_empty:  # nothing to train on, score or predict: say so here
-        raise DataError(f"{path}: no usable rows" + (f" (all {skipped} malformed: empty or invalid "
-                        f"{label_col if labelled else 'text'} field)" if skipped else ", only the header"))
+        raise DataError(f"{path}: no usable rows" + (f" (all {skipped} malformed: {why})" if skipped
+                                                     else ", only the header"))
     if skipped:
-        warnings.warn(f"{path}: skipped {skipped} malformed row(s) (empty or invalid "
-                      f"{label_col if labelled else 'text'} field)", stacklevel=3)
+        warnings.warn(f"{path}: skipped {skipped} malformed row(s) ({why})", stacklevel=3)
     return examples
 
 

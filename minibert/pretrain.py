@@ -207,8 +207,9 @@ def parse_args(argv):
                    help="time budget: checkpoint and stop training after this long (then evaluate and save)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     args = p.parse_args(argv)
-    problem = option_error(args, counts=("epochs", "max_steps", "batch_size", "max_length", "log_every",
-                                         "save_every", "limit"), fractions=("warmup_frac",))
+    problem = option_error(args, at_least={"epochs": 1, "max_steps": 1, "batch_size": 1, "log_every": 1,
+                                           "save_every": 1, "limit": 1, "max_length": 2},  # 2: [CLS] and [SEP]
+                           fractions=("warmup_frac",))
     if problem:
         p.error(problem)
     if not 0 < args.heldout_frac < 1:

@@ -4,7 +4,7 @@ Every training stage (pretrain.py, train.py, classifier.py) uses these, so the c
 are the same everywhere: bf16 autocast on CUDA only (CPUs are slow at bf16 and fp32 is the
 bitwise-reproducible reference), one seed that fixes every generator, metrics appended as
 one JSON object per line, and the same --help layout. (StopRequest, Ctrl-C that finishes
-the step first, serves train.py's long runs.)
+the step first, serves the long runs of train.py and pretrain.py.)
 """
 
 import argparse
@@ -36,13 +36,13 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def option_error(args, counts=(), fractions=()):
+def option_error(args, at_least=None, fractions=()):
     """The first out-of-range numeric option of `args` (argparse dests), as a message for the
-    command to stop with, or None: each of `counts` (epochs, sizes, steps) must be 1 or more
-    where set (--max-length 2 or more: [CLS] and [SEP] take two), each of `fractions` within
-    0..1. Checked when the command starts, not minutes later where the value is first used."""
-    for name in counts:
-        value, least = getattr(args, name), 2 if name == "max_length" else 1
+    command to stop with, or None: each option of `at_least` (dest -> least value) must be at
+    least that where set, each of `fractions` within 0..1. Checked when the command starts, not
+    minutes later where the value is first used."""
+    for name, least in (at_least or {}).items():
+        value = getattr(args, name)
         if value is not None and value < least:
             return f"--{name.replace('_', '-')} {value}: expected {least} or more"
     for name in fractions:

@@ -72,9 +72,7 @@ def make_scheduler(optimizer, name: str = "constant", warmup_steps: int = 0, tot
     if name == "constant":
         schedule = constant
     elif name == "linear":
-        if total_steps is None:
-            raise ValueError("the linear schedule needs total_steps, the run's number of steps")
-        schedule = linear_warmup_decay(warmup_steps, total_steps)
+        schedule = linear_warmup_decay(warmup_steps, total_steps)  # (None: refused there)
     else:
         raise ValueError(f"unknown schedule {name!r}, expected one of {SCHEDULES}")
     return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)

@@ -164,12 +164,12 @@ def parse_args(argv):
     args.task_probs = parse_task_probs(args.task_probs)
     args.task_order = parse_task_order(args.task_order)
     args.tasks = parse_tasks(args.tasks)
-    problem = option_error(args, counts=("epochs", "batch_size", "eval_batch_size", "max_length", "log_every",
-                                         "pcgrad_samples", "limit"), fractions=("warmup", "dropout"))
+    problem = option_error(args, at_least={"epochs": 1, "batch_size": 1, "eval_batch_size": 1, "log_every": 1,
+                                           "pcgrad_samples": 1, "limit": 1, "checkpoint_every": 0,
+                                           "max_length": 2},  # 2: [CLS] and [SEP]
+                           fractions=("warmup", "dropout"))
     if problem:
         raise SystemExit(problem)
-    if args.checkpoint_every < 0:
-        raise SystemExit(f"--checkpoint-every {args.checkpoint_every}: expected 0 (off) or more")
     if not 0 < args.layer_lr_decay <= 1:
         raise SystemExit(f"--layer-lr-decay {args.layer_lr_decay}: expected 0 < d <= 1 (1: off)")
     for name in ("sst_rdrop", "para_rdrop", "sts_rdrop"):
@@ -184,23 +184,8 @@ def parse_args(argv):
         # option is already set, to a marker, so argparse fills in no default
         unset = object()
         named = p.parse_args(argv, namespace=argparse.Namespace(**dict.fromkeys(vars(args), unset)))
-        check_resume_options(args, {k for k, v in vars(named).items() if v is not unset} - set(RUNTIME_ARGS))
+        args = load_config(args, {k for k, v in vars(named).items() if v is not unset})
     return args
-
-
-def check_resume_options(args, given) -> None:
-    """--resume continues a run as it was started (load_config): an option given again must
-    say what the run's config.json says, or it would be dropped without a word."""
-    saved = Path(args.out) / "config.json"
-    if not saved.is_file():
-        return
-    config = json.loads(saved.read_text())
-    changed = [k for k in sorted(given) if k in config and config[k] != getattr(args, k)]
-    if changed:
-        raise SystemExit(f"--resume continues {args.out} as it was started, and "
-                         + ", ".join(f"--{k.replace('_', '-')} {config[k]}" for k in changed)
-                         + f" in its config.json differ from this command's: leave them out, or start a "
-                         f"new run with another --out (--weights {args.out}/best goes on from its best model)")
 
 
 def parse_task_probs(text) -> dict:
@@ -371,12 +356,20 @@ def setup_distributed(device):
     return (dist.get_rank(), dist.get_world_size()) if world > 1 else (0, 1)
 
 
-def load_config(args):
-    """On --resume, the run's saved config, with only the runtime options taken from argv."""
+def load_config(args, named=()):
+    """On --resume, the run's saved config, with only the runtime options taken from argv.
+    Another option named on the command line (`named`) must say what the config says, or it
+    would be dropped without a word."""
     saved = Path(args.out) / "config.json"
     if not saved.is_file():
         return args
     config = json.loads(saved.read_text())
+    changed = [k for k in sorted(set(named) - set(RUNTIME_ARGS)) if k in config and config[k] != getattr(args, k)]
+    if changed:
+        raise SystemExit(f"--resume continues {args.out} as it was started, and "
+                         + ", ".join(f"--{k.replace('_', '-')} {config[k]}" for k in changed)
+                         + f" in its config.json differ from this command's: leave them out, or start a "
+                         f"new run with another --out (--weights {args.out}/best goes on from its best model)")
     config.update({k: getattr(args, k) for k in RUNTIME_ARGS})
     return argparse.Namespace(**{**vars(args), **config})  # options newer than the run: defaults
 
@@ -434,9 +427,8 @@ def run(args) -> MultitaskBERT:
     """Train as `args` (from parse_args) say; returns the model as it is at the end."""
     out = Path(args.out)
     ckpt_dir = out / "checkpoints"
-    if args.resume:
-        args = load_config(args)
-    elif latest_checkpoint(ckpt_dir) is not None:
+    # (a resumed run's options came from its config.json in parse_args: load_config)
+    if not args.resume and latest_checkpoint(ckpt_dir) is not None:
         raise SystemExit(f"{out} already holds a run: pass --resume to continue it, or another --out")
     device = pick_device(args.device)
     rank, world = setup_distributed(device)
