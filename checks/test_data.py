@@ -1,13 +1,18 @@
 """Data loading (minibert/data.py): the CS224N CSV format, dirty rows, clear errors, batches."""
 
+import itertools
+import shutil
+
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from minibert.batching import real_token_fraction
-from minibert.data import (DataError, TaskDataset, check_data_dir, load_datasets, load_quora,
-                           load_sst, load_sts, read_examples)
+from minibert.data import (DataError, Example, TaskDataset, check_data_dir, duplicate_closure, load_datasets,
+                           load_quora, load_sst, load_sts, read_examples)
 from minibert.tokenizer import WordPieceTokenizer
-from tiny_world import VOCAB, make_data
+from tiny_world import VOCAB, make_data, write_csv
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +89,70 @@ def test_missing_folder_says_which_files_go_where(tmp_path):
         assert name in msg
     assert "quora-test-student.csv" not in msg  # the test files are optional (this data has none for Quora)
     assert "for test predictions where they exist, the *-test-student.csv files" in msg
+
+
+def implied_by_brute_force(examples):
+    """What labelled pairs imply, derived the slow way: duplicates by repeated transitive steps
+    until nothing changes, then non-duplicates as any pair (x, y) with x ~ a, y ~ c for a
+    labelled non-duplicate (a, c). Returns {frozenset pair: label} of the pairs not labelled."""
+    questions = sorted({q for e in examples for q in e.texts})
+    same = {(q, q) for q in questions} | {(a, b) for e in examples if e.label == 1.0 for a, b in
+                                          (e.texts, e.texts[::-1])}
+    while True:
+        more = {(a, c) for a, b in same for b2, c in same if b == b2} - same
+        if not more:
+            break
+        same |= more
+    out = {frozenset(p): 1.0 for p in same if p[0] != p[1]}
+    for e in examples:
+        if e.label == 0.0:
+            a, c = e.texts
+            out.update({frozenset((x, y)): 0.0 for x, y in itertools.product(questions, questions)
+                        if (x, a) in same and (y, c) in same})
+    labelled = {frozenset(e.texts) for e in examples}
+    return {p: label for p, label in out.items() if p not in labelled}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 3), min_size=2, max_size=9), st.data())
+def test_duplicate_closure_implies_exactly_what_the_labels_do(group_of, draw):
+    """Questions q0..qn in hidden groups (group_of); labelled pairs drawn at random, each
+    labelled by the groups, so the labels never contradict. The closure must add exactly the
+    pairs a brute-force derivation implies, each once and with its true label."""
+    n = len(group_of)
+    pairs = draw.draw(st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)).filter(lambda p: p[0] != p[1]),
+                               max_size=12, unique_by=lambda p: frozenset(p)))
+    examples = [Example(f"e{i}", (f"q{a}", f"q{b}"), float(group_of[a] == group_of[b])) for i, (a, b) in enumerate(pairs)]
+    implied = duplicate_closure(examples)
+    got = {frozenset(e.texts): e.label for e in implied}
+    assert len(got) == len(implied)  # each pair once, whichever way round
+    assert got == implied_by_brute_force(examples)
+    assert all(e.label == float(group_of[int(e.texts[0][1:])] == group_of[int(e.texts[1][1:])]) for e in implied)
+    assert [e.id for e in implied] == [f"closure-{i}" for i in range(len(implied))]
+
+
+def test_duplicate_closure_leaves_a_contradicted_group_out():
+    # a ~ b ~ c, but (a, c) labelled a non-duplicate: that group implies nothing, with a warning;
+    # the consistent group d ~ e ~ f still implies (d, f)
+    ex = [Example("1", ("a", "b"), 1.0), Example("2", ("b", "c"), 1.0), Example("3", ("a", "c"), 0.0),
+          Example("4", ("d", "e"), 1.0), Example("5", ("e", "f"), 1.0), Example("6", ("a", "d"), 0.0)]
+    with pytest.warns(UserWarning, match="1 duplicate group"):
+        implied = duplicate_closure(ex)
+    assert [(e.texts, e.label) for e in implied] == [(("d", "f"), 1.0)]
+
+
+def test_para_closure_grows_only_quora_train(data, tok, tmp_path):
+    folder = shutil.copytree(data, tmp_path / "data")
+    write_csv(folder / "quora-train.csv", ["id", "sentence1", "sentence2", "is_duplicate"], [
+        ["c1", "what is a dog ?", "what is a cat ?", 1.0], ["c2", "what is a cat ?", "what is a cow ?", 1.0],
+        ["c3", "what is a cow ?", "what is a fish ?", 0.0]], False)
+    plain = load_datasets(folder, tok, tasks=["para", "sst"], splits=("train", "dev"))
+    grown = load_datasets(folder, tok, tasks=["para", "sst"], splits=("train", "dev"), para_closure=True)
+    # implied: dog ~ cow; dog and cat are not fish either
+    assert grown["train"]["para"].example_ids == ["c1", "c2", "c3", "closure-0", "closure-1", "closure-2"]
+    assert grown["train"]["para"].labels.tolist() == [1, 1, 0, 1, 0, 0]
+    assert len(grown["dev"]["para"]) == len(plain["dev"]["para"])
+    assert len(grown["train"]["sst"]) == len(plain["train"]["sst"])
 
 
 def test_pair_batches_stack_both_sentences(data, tok):

@@ -144,6 +144,55 @@ def read_examples(path, task: str, labelled=None, allow_empty=False) -> list:
     return examples
 
 
+def duplicate_closure(examples) -> list:
+    """The paraphrase pairs that labelled ones imply, not labelled already (beyond the paper:
+    data augmentation for `train --para-closure`). "Is a duplicate of" is an equivalence, so
+    questions linked by duplicate pairs form groups (union-find), every two questions of a group
+    are duplicates, and a non-duplicate pair (a, c) makes each question of a's group a
+    non-duplicate of each of c's. A group that a non-duplicate pair splits (labels that
+    contradict each other) implies nothing. Ids are "closure-N", in a fixed order."""
+    parent = {}
+
+    def root(q):
+        parent.setdefault(q, q)
+        while parent[q] != q:
+            parent[q] = parent[parent[q]]  # path halving
+            q = parent[q]
+        return q
+
+    for e in examples:
+        a, b = root(e.texts[0]), root(e.texts[1])
+        if e.label == 1.0:
+            parent[a] = b
+    groups = {}  # root -> its questions, in order of first appearance
+    for q in parent:
+        groups.setdefault(root(q), []).append(q)
+    split = {root(e.texts[0]) for e in examples if e.label == 0.0 and root(e.texts[0]) == root(e.texts[1])}
+    if split:
+        warnings.warn(f"{len(split)} duplicate group(s) hold a non-duplicate pair; they imply no pairs",
+                      stacklevel=2)
+    seen = {frozenset(e.texts) for e in examples}
+    implied = []
+
+    def add(a, b, label):
+        if a != b and frozenset((a, b)) not in seen:
+            seen.add(frozenset((a, b)))
+            implied.append(Example(f"closure-{len(implied)}", (a, b), label))
+
+    for r, members in groups.items():
+        if r not in split:
+            for i, a in enumerate(members):
+                for b in members[i + 1:]:
+                    add(a, b, 1.0)
+    for e in examples:
+        ra, rc = root(e.texts[0]), root(e.texts[1])
+        if e.label == 0.0 and ra != rc and ra not in split and rc not in split:
+            for a in groups[ra]:
+                for c in groups[rc]:
+                    add(a, c, 0.0)
+    return implied
+
+
 def task_sentences(folder, tasks=TASKS, split: str = "train") -> list:
     """Every sentence of the tasks' files of one split, in file order (both sides of pairs):
     the text the benchmarks tokenize and encode."""
@@ -270,10 +319,11 @@ class TaskDataset:
 
 
 def load_datasets(folder, tokenizer, tasks=TASKS, splits=SPLITS, limit=None, max_length=128,
-                  seed=0) -> dict:
+                  seed=0, para_closure=False) -> dict:
     """{split: {task: TaskDataset}} for every task and split whose file exists (train and
     dev must); `limit` keeps a random subset of at most `limit` examples per task and split
-    (quick runs, tests)."""
+    (quick runs, tests); `para_closure` adds the pairs that Quora train's labels imply
+    (duplicate_closure) to its train split."""
     folder = check_data_dir(folder, tasks, [s for s in splits if s != "test"])
     data = {}
     for split in splits:
@@ -287,5 +337,7 @@ def load_datasets(folder, tokenizer, tasks=TASKS, splits=SPLITS, limit=None, max
             if not examples:
                 warnings.warn(f"{path}: no usable rows; no {task} test predictions", stacklevel=2)
                 continue
+            if para_closure and (split, task) == ("train", "para"):
+                examples = examples + duplicate_closure(examples)
             data[split][task] = TaskDataset(task, examples, tokenizer, max_length).subset(limit, seed)
     return data

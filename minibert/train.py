@@ -132,6 +132,8 @@ def parse_args(argv):
     p.add_argument("--sts-rdrop", type=float, default=0.0, help="R-Drop on STS (beyond the paper; "
                    "with --sts-loss mse): each STS batch runs twice with its own dropout, and the mean "
                    "squared difference of the two predictions, times this weight, joins the loss; 0: off")
+    p.add_argument("--para-closure", action="store_true", help="add the paraphrase pairs that Quora "
+                   "train's labels imply (duplicates of duplicates, and so on; beyond the paper)")
     p.add_argument("--para-rdrop", type=float, default=0.0, help="R-Drop on paraphrase (beyond the "
                    "paper): as --sst-rdrop, the KL between the two passes' Bernoulli predictions; 0: off")
     p.add_argument("--ema", type=float, default=0.0, help="evaluate and keep an exponential moving "
@@ -436,7 +438,7 @@ def run(args) -> MultitaskBERT:
     weights = weights_dir(args.weights)
     tok = WordPieceTokenizer.from_vocab(vocab_path(weights))
     data = load_datasets(data_dir(args.data_dir), tok, tasks=args.tasks, limit=args.limit,
-                         max_length=args.max_length, seed=args.seed)
+                         max_length=args.max_length, seed=args.seed, para_closure=args.para_closure)
     train, dev = data["train"], data["dev"]
 
     model = load_model(weights, dropout=args.dropout, alpha1=args.alpha1, alpha2=args.alpha2,
