@@ -14,7 +14,7 @@
 # make is set aside as STAGE.previous). The first failing stage stops the run with the
 # stage's name and the path of its log (--keep-going: runs the stages after it too, except
 # those that need it, then names every failed one and exits with 1). --only STAGE runs one
-# stage, once those it needs are done. --jobs N runs up to N stages at once, each once the
+# stage, once those it needs are done, then makes the results table again. --jobs N runs up to N stages at once, each once the
 # stages it needs are done (default: 1 on a CPU; on a GPU one per 12 GiB of its memory, at
 # most 4).
 set -euo pipefail
@@ -136,13 +136,17 @@ stage() {  # stage NAME [--after "NAME ..." | --last] command...
   DECLARED+=("$name")
   if [ "$1" = --after ]; then after="$2"; shift 2; fi
   if [ "$1" = --last ]; then after="*"; shift; fi  # once every other stage has ended, however
-  if [ -n "$ONLY" ] && [ "$ONLY" != "$name" ]; then return 0; fi
+  if [ -n "$ONLY" ] && [ "$ONLY" != "$name" ]; then
+    # --only NAME: that stage, then the results table (--last) again if it runs
+    [ "$after" = "*" ] && [ ${#NAMES[@]} -gt 0 ] || return 0
+  fi
   if [ -n "$ONLY" ] && [ "$after" != "*" ]; then  # --only: what it needs must be done already
     for need in $after; do done_here "$need" || UNMET="$UNMET $need"; done
   fi
-  # done in this profile: skipped, except the results table once any other stage runs (under
-  # --only, `--only results` makes it again)
-  if done_here "$name" && [ "$FORCE" = 0 ] && { [ "$after" != "*" ] || [ ${#NAMES[@]} = 0 ]; }; then
+  # done in this profile: skipped, except the results table once any other stage runs, or
+  # when --only names it
+  if done_here "$name" && [ "$FORCE" = 0 ] \
+     && { [ "$after" != "*" ] || { [ ${#NAMES[@]} = 0 ] && [ "$ONLY" != "$name" ]; }; }; then
     echo "-- $name: done already (--force to run again)"; return 0
   fi
   NAMES+=("$name"); NEEDS+=("$after"); CMDS+=("$(printf '%q ' "$@")")

@@ -155,6 +155,23 @@ def test_force_runs_a_finished_stage_again_afresh(done_runs):
     assert "--resume" not in started(proc, "baseline") and "-- baseline: ok" in proc.stdout
     assert not (runs / "baseline" / "left-over").exists()  # its old folder went first
     assert (runs / ".done" / "baseline").read_text().strip() == "full"
+    # then the results table, made again with it; no other stage
+    assert proc.stdout.index("-- baseline: ok") < proc.stdout.index("-- results: ok")
+    assert [line.split(":")[0] for line in proc.stdout.splitlines() if line.startswith("== ") and ": " in line
+            and line[3:].split(":")[0] in STAGES] == ["== baseline", "== results"]
+
+
+def test_only_remakes_the_results_table_when_its_stage_runs_or_when_it_is_named(done_runs):
+    runs, args = done_runs
+    table = runs / "results" / "table.md"
+    table.unlink()
+    proc = run_all(*args, "--only", "baseline")  # done already: nothing runs, the table neither
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "-- baseline: done already" in proc.stdout and started(proc, "results") is None
+    assert not table.exists()
+    proc = run_all(*args, "--only", "results")  # named: made again, though done already
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert started(proc, "results") and table.is_file() and "| baseline |" in table.read_text()
 
 
 def test_a_stage_stopped_midway_resumes_and_one_started_otherwise_starts_afresh(done_runs):
