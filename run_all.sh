@@ -14,7 +14,8 @@
 # make is set aside as STAGE.previous). The first failing stage stops the run with the
 # stage's name and the path of its log (--keep-going: runs the stages after it too, except
 # those that need it, then names every failed one and exits with 1). --only STAGE runs one
-# stage, once those it needs are done, then makes the results table again. --jobs N runs up to N stages at once, each once the
+# stage, once those it needs are done, then makes the results table again (not when STAGE
+# was done already; --only results makes it again in any case). --jobs N runs up to N stages at once, each once the
 # stages it needs are done (default: 1 on a CPU; on a GPU one per 12 GiB of its memory, at
 # most 4).
 set -euo pipefail

@@ -19,6 +19,7 @@ import torch
 import torch.multiprocessing as mp
 
 from minibert import __main__ as cli, evaluate, report, train
+from minibert import data as data_module
 from minibert.checkpoint import latest_checkpoint, read_safetensors
 from minibert.data import DataError, TaskDataset, load_datasets
 from minibert.heads import MultitaskBERT, load_model
@@ -51,6 +52,19 @@ def trained_model(world, out, *extra):
 def run(world, out, *extra):
     trained_model(world, out, *extra)
     return out
+
+
+def test_para_closure_reaches_the_paraphrase_train_split(world, tmp_path, monkeypatch):
+    """train --para-closure: the implied pairs are made once, from Quora train, and the results
+    table says so."""
+    seen, real = [], data_module.duplicate_closure
+    monkeypatch.setattr(data_module, "duplicate_closure", lambda examples: seen.append(examples) or real(examples))
+    run(world, tmp_path / "plain", "--epochs", "1")
+    assert not seen
+    run(world, tmp_path / "closure", "--epochs", "1", "--para-closure")
+    assert len(seen) == 1 and [e.id for e in seen[0]] == train_sets(world)["para"].example_ids
+    summary = json.loads((tmp_path / "closure" / "summary.json").read_text())
+    assert report.method(summary) == "multitask (round-robin, PD pairs implied by the labels)"
 
 
 def train_sets(world) -> dict:

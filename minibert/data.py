@@ -323,7 +323,7 @@ def load_datasets(folder, tokenizer, tasks=TASKS, splits=SPLITS, limit=None, max
     """{split: {task: TaskDataset}} for every task and split whose file exists (train and
     dev must); `limit` keeps a random subset of at most `limit` examples per task and split
     (quick runs, tests); `para_closure` adds the pairs that Quora train's labels imply
-    (duplicate_closure) to its train split."""
+    (duplicate_closure) to its train split, before `limit` draws its subset from them all."""
     folder = check_data_dir(folder, tasks, [s for s in splits if s != "test"])
     data = {}
     for split in splits:

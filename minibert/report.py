@@ -51,6 +51,8 @@ def method(run) -> str:
             details.append(f"{label} R-Drop {config[f'{task}_rdrop']:g}")
     if config.get("random_pair_order"):
         details.append("pairs in random order")
+    if config.get("para_closure"):
+        details.append("PD pairs implied by the labels")
     if config.get("layer_lr_decay", 1.0) != 1.0:
         details.append(f"layer lr decay {config['layer_lr_decay']:g}")
     if config.get("ema"):
