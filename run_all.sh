@@ -15,9 +15,9 @@
 # stage's name and the path of its log (--keep-going: runs the stages after it too, except
 # those that need it, then names every failed one and exits with 1). --only STAGE runs one
 # stage, once those it needs are done, then makes the results table again (not when STAGE
-# was done already; --only results makes it again in any case). --jobs N runs up to N stages at once, each once the
-# stages it needs are done (default: 1 on a CPU; on a GPU one per 12 GiB of its memory, at
-# most 4).
+# was done already; --only results makes it again in any case). --jobs N runs up to N stages
+# at once, each once the stages it needs are done (default: 1 on a CPU; on a GPU one per 12
+# GiB of its memory, at most 4).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -34,7 +34,7 @@ while [ $# -gt 0 ]; do
     --weights) WEIGHTS="$2"; shift 2 ;;
     --runs) RUNS="$2"; shift 2 ;;
     --setup-only) SETUP_ONLY=1; shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;  # the header above
     *) echo "run_all.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done

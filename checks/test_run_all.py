@@ -378,3 +378,11 @@ def test_jobs_stop_at_a_failure_once_the_stages_in_flight_end(world, tmp_path):
         assert f"stage '{stage}' FAILED; its log: {runs}/logs/{stage}.log" in proc.stderr
     assert "== mt-st" not in proc.stdout and "== results" not in proc.stdout
     assert "all stages done" not in proc.stdout
+
+
+def test_help_prints_the_whole_header():
+    lines = (ROOT / "run_all.sh").read_text().splitlines()
+    header = lines[1:lines.index("set -euo pipefail")]
+    proc = subprocess.run(["bash", str(ROOT / "run_all.sh"), "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.splitlines() == header
+    assert all(line.startswith("#") for line in header) and "--jobs N" in proc.stdout
