@@ -304,18 +304,17 @@ NEEDS = {"pt-mt": ["pretrain"], "mt-st": ["mt-round-robin"], "pt-mt-st": ["pt-mt
          "ensemble": ["mt-cross-st", "mt-st", "pt-mt-st", "mt-random"]}
 
 
-def test_jobs_run_stages_side_by_side_each_after_what_it_needs(full_run, world, tmp_path):
+def test_jobs_run_stages_side_by_side_each_after_what_it_needs(full_run, done_runs):
     # a copy of the serial run with part of its graph to do again (the whole profile a second
     # time would cost a minute more): three stages ready at once, others that wait on them
-    serial = full_run[0]
-    runs = shutil.copytree(serial, tmp_path / "runs")
+    serial, (runs, args) = full_run[0], done_runs
     again = ["mt-round-robin", "mt-random", "mt-cross-seed1", "mt-st", "mt-cross-seed1-st", "ensemble-seeds",
              "ensemble", "results"]
     for stage in again:
         shutil.rmtree(runs / stage)
         for marker in (runs / ".done" / stage, runs / ".started" / stage):
             marker.unlink()
-    proc = run_all("--profile", "full", "--jobs", 3, "--data-dir", world[1], "--weights", world[0], "--runs", runs)
+    proc = run_all(*args, "--jobs", 3)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "3 stage(s) at a time" in proc.stdout
     assert sorted(p.name for p in (runs / ".done").iterdir()) == sorted(STAGES)
