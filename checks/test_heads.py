@@ -9,7 +9,8 @@ from hypothesis import given, settings, strategies as st
 
 from minibert.batching import join_pair, pad_batch
 from minibert.config import BertConfig
-from minibert.heads import MultitaskBERT, cosent_loss, mean_pool, rdrop_loss, rdrop_mse_loss, twice
+from minibert.heads import (MultitaskBERT, cosent_loss, mean_pool, rdrop_loss, rdrop_mse_loss, smoothed_targets,
+                            twice)
 from minibert.model import BertModel
 from minibert.checkpoint import WeightsError
 
@@ -203,6 +204,58 @@ def test_rdrop_loss_is_its_definition(B, K, alpha, seed):
     kl21 = F.kl_div(lp1, lp2, log_target=True, reduction="batchmean")  # KL(p2 || p1)
     ce = (F.cross_entropy(z[0], y) + F.cross_entropy(z[1], y)) / 2
     torch.testing.assert_close(rdrop_loss(z, y, alpha), ce + alpha * (kl12 + kl21) / 2)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 6), st.integers(2, 6), st.floats(0, 0.99), st.integers(0, 2**16))
+def test_uniform_smoothing_is_torchs_label_smoothing(B, K, eps, seed):
+    """Cross-entropy against the uniform smoothed targets is torch's
+    cross_entropy(label_smoothing=eps), alone and inside rdrop_loss (alpha 0: its mean CE)."""
+    g = torch.Generator().manual_seed(seed)
+    z = 3 * torch.randn(2, B, K, generator=g)
+    y = torch.randint(0, K, (B,), generator=g)
+    target = smoothed_targets(y, K, eps, "uniform")  # (B, K)
+    torch.testing.assert_close(F.cross_entropy(z[0], target), F.cross_entropy(z[0], y, label_smoothing=eps))
+    torch.testing.assert_close(rdrop_loss(z, target, 0.0), (F.cross_entropy(z[0], y, label_smoothing=eps)
+                                                            + F.cross_entropy(z[1], y, label_smoothing=eps)) / 2)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(0, 4), min_size=1, max_size=8), st.integers(2, 6), st.floats(0, 0.99))
+def test_neighbours_smoothing_is_its_definition(labels, K, eps):
+    """1 - eps on the label, eps shared equally by the classes one step away (one at an end),
+    written out class by class; every row sums to 1; eps 0 is the one-hot label."""
+    labels = [y % K for y in labels]
+    expected = []
+    for y in labels:
+        near = [c for c in (y - 1, y + 1) if 0 <= c < K]
+        expected.append([1 - eps if c == y else eps / len(near) if c in near else 0.0 for c in range(K)])
+    got = smoothed_targets(torch.tensor(labels), K, eps)
+    torch.testing.assert_close(got, torch.tensor(expected))
+    torch.testing.assert_close(got.sum(-1), torch.ones(len(labels)))
+    torch.testing.assert_close(smoothed_targets(torch.tensor(labels), K, 0.0), F.one_hot(torch.tensor(labels), K).float())
+
+
+def test_sst_smoothing_changes_the_sst_loss_only(model):
+    """model.loss(smoothing=eps): SST's loss is torch's cross-entropy with the smoothed targets
+    (as probabilities), with or without R-Drop (eval mode: its two passes agree); the pair
+    tasks' losses ignore it; an unknown kind is refused."""
+    ids, mask = random_batch(4, [4, 7, 2, 5], 7)
+    c = torch.tensor([0, 4, 2, 1])
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": c}
+    with torch.no_grad():
+        logits = model.predict_sentiment(ids, mask)
+        for kind in ("neighbours", "uniform"):
+            expected = F.cross_entropy(logits, smoothed_targets(c, 5, 0.3, kind))
+            torch.testing.assert_close(model.loss("sst", batch, smoothing=0.3, smoothing_kind=kind), expected)
+            torch.testing.assert_close(model.loss("sst", batch, rdrop=2.0, smoothing=0.3, smoothing_kind=kind), expected)
+        assert not torch.equal(model.loss("sst", batch, smoothing=0.3), model.loss("sst", batch))
+        for task, labels in (("para", torch.tensor([1.0, 0.0, 1.0, 0.0])), ("sts", torch.tensor([0.0, 2.5, 5.0, 1.0]))):
+            ids1, m1, ids2, m2 = random_pair(5)
+            pair = pair_batch(model, task, (ids1, m1, ids2, m2), labels)
+            torch.testing.assert_close(model.loss(task, pair, smoothing=0.3), model.loss(task, pair))
+        with pytest.raises(ValueError, match="kind"):
+            model.loss("sst", batch, smoothing=0.3, smoothing_kind="gaussian")
 
 
 def test_sst_rdrop_compares_two_dropout_passes(model):

@@ -235,7 +235,27 @@ def test_rdrop_trains_its_task_and_names_itself(world, tmp_path, monkeypatch, ta
     assert train_losses(model, world, [task])[task] < train_losses(initial_model(world), world, [task])[task]
 
 
+def test_sst_smoothing_reaches_every_training_loss_and_names_itself(world, tmp_path, monkeypatch):
+    """--sst-smoothing / --sst-smoothing-kind: every training loss gets them, the results
+    table names them, and SST's loss falls."""
+    seen, original = [], MultitaskBERT.loss
+
+    def spy(self, task_, batch, **options):
+        if self.training:
+            seen.append((options.get("smoothing"), options.get("smoothing_kind")))
+        return original(self, task_, batch, **options)
+
+    monkeypatch.setattr(MultitaskBERT, "loss", spy)
+    model = trained_model(world, tmp_path / "ls", "--tasks", "sst", "--sst-smoothing", "0.1",
+                          "--sst-smoothing-kind", "uniform")
+    assert seen and set(seen) == {(0.1, "uniform")}
+    summary = json.loads((tmp_path / "ls" / "summary.json").read_text())
+    assert report.method(summary) == "multitask (round-robin, sst only, SST label smoothing 0.1 (uniform))"
+    assert train_losses(model, world, ["sst"])["sst"] < train_losses(initial_model(world), world, ["sst"])["sst"]
+
+
 @pytest.mark.parametrize("command, bad", [
+    ("train", ["--sst-smoothing", "1"]), ("train", ["--sst-smoothing", "-0.1"]),
     ("train", ["--sst-rdrop", "-1"]), ("train", ["--para-rdrop", "-1"]), ("train", ["--sts-rdrop", "-1"]),
     ("train", ["--sts-rdrop", "1", "--sts-loss", "cosent"]), ("train", ["--ema", "1"]), ("train", ["--ema", "-0.5"]),
     ("train", ["--epochs", "0"]), ("train", ["--log-every", "0"]), ("train", ["--batch-size", "0"]),

@@ -50,9 +50,42 @@ def mean_pool(h, attention_mask):
 STS_LOSSES = ("mse", "cosent")
 
 
+SMOOTHING_KINDS = ("neighbours", "uniform")
+
+
+def smoothed_targets(labels, num_classes: int, eps: float, kind: str = "neighbours"):
+    """Label smoothing (beyond the paper): labels (B,) -> target distributions (B, K), each
+    (1 - eps) on its label and eps spread over other classes, so the model is never asked
+    for a probability of exactly 1 (Szegedy et al. 2016, "Rethinking the Inception
+    Architecture", section 7).
+
+    kind "uniform": eps / K on every class, the label's own included, as torch's
+    cross_entropy(label_smoothing=eps). kind "neighbours": SST's classes are ordered (very
+    negative .. very positive), and two readers of one sentence mostly disagree by one step;
+    eps goes to the label's neighbours, label - 1 and label + 1, half each (all of it to the
+    one neighbour of an end class), none to classes further away."""
+    if kind not in SMOOTHING_KINDS:
+        raise ValueError(f"kind must be one of {SMOOTHING_KINDS}, got {kind!r}")
+    onehot = F.one_hot(labels, num_classes).float()  # (B, K)
+    if kind == "uniform":
+        return (1.0 - eps) * onehot + eps / num_classes
+    if num_classes < 2:
+        raise ValueError("neighbours smoothing needs at least 2 classes")
+    below = F.pad(onehot[:, 1:], (0, 1))   # (B, K): 1 on label - 1 (none for class 0)
+    above = F.pad(onehot[:, :-1], (1, 0))  # (B, K): 1 on label + 1 (none for the last class)
+    near = below + above                   # one or two neighbours
+    return (1.0 - eps) * onehot + eps * near / near.sum(-1, keepdim=True)
+
+
+def nll(logp, target):
+    """Cross-entropy from log-probabilities (B, K) against class indices (B,) or target
+    distributions (B, K) (smoothed_targets); the batch mean."""
+    return F.nll_loss(logp, target) if target.dim() == 1 else -(target * logp).sum(-1).mean()
+
+
 def rdrop_loss(logits, labels, alpha):
     """R-Drop (Liang et al. 2021, beyond the paper) on two dropout passes of one batch:
-    logits (2, B, K), labels (B,) -> 0-dim.
+    logits (2, B, K), labels (B,) or target distributions (B, K) -> 0-dim.
 
         L = (CE(z1, y) + CE(z2, y)) / 2 + alpha * (KL(p1 || p2) + KL(p2 || p1)) / 2
 
@@ -60,7 +93,7 @@ def rdrop_loss(logits, labels, alpha):
     them to agree on the class distribution, a regulariser aimed at overfitting a small train
     set (SST: 7,544 training sentences; alone, its dev accuracy peaks after two or three epochs)."""
     logp1, logp2 = logits.float().log_softmax(-1)  # (B, K) each; float32 under bf16 autocast
-    ce = (F.nll_loss(logp1, labels) + F.nll_loss(logp2, labels)) / 2  # cross-entropy of each pass
+    ce = (nll(logp1, labels) + nll(logp2, labels)) / 2  # cross-entropy of each pass
     # sum_k p1 (log p1 - log p2), averaged over the batch; and the same the other way round
     kl = ((logp1.exp() * (logp1 - logp2)).sum(-1) + (logp2.exp() * (logp2 - logp1)).sum(-1)).mean()
     return ce + alpha * kl / 2
@@ -269,19 +302,22 @@ class MultitaskBERT(nn.Module):
         return 5.0 * cos
         # END SOLUTION
 
-    def loss(self, task, batch, sts_loss="mse", rdrop=0.0):
+    def loss(self, task, batch, sts_loss="mse", rdrop=0.0, smoothing=0.0, smoothing_kind="neighbours"):
         """The task's training loss on a batch of data.py (a 0-dim tensor); `sts_loss`: the
         paper's "mse" or "cosent" (see cosent_loss); `rdrop` > 0: R-Drop's agreement term of
-        that weight joins the loss (see rdrop_loss; STS: rdrop_mse_loss, with the MSE loss)."""
+        that weight joins the loss (see rdrop_loss; STS: rdrop_mse_loss, with the MSE loss);
+        `smoothing` > 0: SST's cross-entropy against smoothed_targets of that eps and kind."""
         ids, mask, y = batch["input_ids"], batch["attention_mask"], batch["labels"]
         types = batch.get("token_type_ids")  # joined pairs only
         # R-Drop runs the batch twice in one forward pass: each copy draws its own dropout masks
         stacked = task != "sst" and not self.joint_input(task)  # a siamese pair batch [s1; s2]
         if task == "sst":
+            if smoothing:
+                y = smoothed_targets(y, self.sst_out.out_features, smoothing, smoothing_kind)  # (B, K)
             if rdrop:
                 logits = self.sentiment_logits(twice(ids), twice(mask))  # (2B, K)
                 return rdrop_loss(logits.unflatten(0, (2, -1)), y, rdrop)
-            return F.cross_entropy(self.sentiment_logits(ids, mask), y)
+            return F.cross_entropy(self.sentiment_logits(ids, mask), y)  # y: indices or distributions
         if task == "para":
             if rdrop:
                 logit = self.paraphrase_logit(twice(ids, stacked), twice(mask, stacked), twice(types))  # (2B,)

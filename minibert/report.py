@@ -49,6 +49,8 @@ def method(run) -> str:
     for task, label in (("sst", "SST"), ("para", "PD"), ("sts", "STS")):
         if config.get(f"{task}_rdrop"):
             details.append(f"{label} R-Drop {config[f'{task}_rdrop']:g}")
+    if config.get("sst_smoothing"):
+        details.append(f"SST label smoothing {config['sst_smoothing']:g} ({config['sst_smoothing_kind']})")
     if config.get("random_pair_order"):
         details.append("pairs in random order")
     if config.get("para_closure"):

@@ -66,7 +66,7 @@ from minibert.checkpoint import latest_checkpoint, load_training_state, save_tra
 from minibert.data import TASKS, load_datasets
 from minibert.ema import EMA
 from minibert.evaluate import METRICS, evaluate, majority_baseline, metrics_from_outputs, write_split_predictions
-from minibert.heads import STS_LOSSES, MultitaskBERT, is_checkpoint, load_model, vocab_path
+from minibert.heads import SMOOTHING_KINDS, STS_LOSSES, MultitaskBERT, is_checkpoint, load_model, vocab_path
 from minibert.optim import AdamW
 from minibert.paths import data_dir, weights_dir
 from minibert.pcgrad import averaged, distributed, pc_backward
@@ -129,6 +129,12 @@ def parse_args(argv):
     p.add_argument("--sst-rdrop", type=float, default=0.0, help="R-Drop on SST (beyond the paper): "
                    "each SST batch runs twice with its own dropout, and the symmetric KL between the two "
                    "predictions, times this weight, joins the loss; 0: off")
+    p.add_argument("--sst-smoothing", type=float, default=0.0, help="label smoothing on SST (beyond the "
+                   "paper): the targets keep 1 - eps on the label and give eps to other classes "
+                   "(--sst-smoothing-kind); 0: off")
+    p.add_argument("--sst-smoothing-kind", choices=SMOOTHING_KINDS, default="neighbours",
+                   help="neighbours: eps to the classes one step away (SST's classes are ordered); "
+                   "uniform: eps / 5 to every class, as torch's label_smoothing")
     p.add_argument("--sts-rdrop", type=float, default=0.0, help="R-Drop on STS (beyond the paper; "
                    "with --sts-loss mse): each STS batch runs twice with its own dropout, and the mean "
                    "squared difference of the two predictions, times this weight, joins the loss; 0: off")
@@ -177,6 +183,8 @@ def parse_args(argv):
     for name in ("sst_rdrop", "para_rdrop", "sts_rdrop"):
         if getattr(args, name) < 0:
             raise SystemExit(f"--{name.replace('_', '-')} {getattr(args, name)}: expected a weight >= 0 (0: off)")
+    if not 0 <= args.sst_smoothing < 1:
+        raise SystemExit(f"--sst-smoothing {args.sst_smoothing}: expected 0 <= eps < 1 (0: off)")
     if not 0 <= args.ema < 1:
         raise SystemExit(f"--ema {args.ema}: expected a decay 0 <= d < 1 (0: off)")
     if args.sts_rdrop and args.sts_loss != "mse":
@@ -288,7 +296,8 @@ def train_step(model, step_tasks, train, device, args, shared, heads, step) -> d
         batch = train[task].collate(idx, joint=model.joint_input(task), swap=swap)
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with autocast(device, args.amp):
-            losses[task] = model.loss(task, batch, sts_loss=args.sts_loss, rdrop=getattr(args, f"{task}_rdrop"))
+            losses[task] = model.loss(task, batch, sts_loss=args.sts_loss, rdrop=getattr(args, f"{task}_rdrop"),
+                                      smoothing=args.sst_smoothing, smoothing_kind=args.sst_smoothing_kind)
         if len(step_tasks) == 1:
             losses[task].backward()
     if len(step_tasks) == 1:
