@@ -52,6 +52,32 @@ def option_error(args, at_least=None, fractions=()):
     return None
 
 
+def resumed_options(parser, argv, args, runtime_args, hint=""):
+    """On --resume: the options the run was started with (its config.json in args.out),
+    except `runtime_args` (--device and the like), taken from this command line; options
+    newer than the run keep their defaults. An option named on the command line that says
+    something else than the config is refused (SystemExit), not dropped without a word.
+    `args`: parser.parse_args(argv), after the command's own checks (train.py, classifier.py);
+    `hint`: what else the refusal suggests."""
+    saved = Path(args.out) / "config.json"
+    if not saved.is_file():
+        return args
+    # the options named on the command line: parse again into a namespace where every option
+    # is already set, to a marker, so argparse fills in no default
+    unset = object()
+    named = parser.parse_args(argv, namespace=argparse.Namespace(**dict.fromkeys(vars(args), unset)))
+    named = {k for k, v in vars(named).items() if v is not unset} - set(runtime_args)
+    config = json.loads(saved.read_text())
+    changed = [k for k in sorted(named) if k in config and config[k] != getattr(args, k)]
+    if changed:
+        raise SystemExit(f"--resume continues {args.out} as it was started, and "
+                         + ", ".join(f"--{k.replace('_', '-')} {config[k]}" for k in changed)
+                         + " in its config.json differ from this command's: leave them out, or start "
+                         "a new run with another --out" + (f" ({hint})" if hint else ""))
+    config.update({k: getattr(args, k) for k in runtime_args})
+    return argparse.Namespace(**{**vars(args), **config})
+
+
 def pick_device(name: str = None) -> torch.device:
     """'cuda' when available unless told otherwise. Under torchrun, the local rank's GPU."""
     if name in (None, "auto"):

@@ -71,7 +71,7 @@ from minibert.optim import AdamW
 from minibert.paths import data_dir, weights_dir
 from minibert.pcgrad import averaged, distributed, pc_backward
 from minibert.runtime import (HelpFormatter, MetricsLog, StopRequest, autocast, device_name, option_error,
-                              pick_device, seed_everything)
+                              pick_device, resumed_options, seed_everything)
 from minibert.schedule import make_scheduler
 from minibert.tokenizer import WordPieceTokenizer
 
@@ -190,11 +190,8 @@ def parse_args(argv):
     if args.sts_rdrop and args.sts_loss != "mse":
         raise SystemExit(f"--sts-rdrop goes with --sts-loss mse, got --sts-loss {args.sts_loss}")
     if args.resume:
-        # the options named on the command line: parse again into a namespace where every
-        # option is already set, to a marker, so argparse fills in no default
-        unset = object()
-        named = p.parse_args(argv, namespace=argparse.Namespace(**dict.fromkeys(vars(args), unset)))
-        args = load_config(args, {k for k, v in vars(named).items() if v is not unset})
+        args = resumed_options(p, argv, args, RUNTIME_ARGS,
+                               hint=f"--weights {args.out}/best goes on from its best model")
     return args
 
 
@@ -367,24 +364,6 @@ def setup_distributed(device):
     return (dist.get_rank(), dist.get_world_size()) if world > 1 else (0, 1)
 
 
-def load_config(args, named=()):
-    """On --resume, the run's saved config, with only the runtime options taken from argv.
-    Another option named on the command line (`named`) must say what the config says, or it
-    would be dropped without a word."""
-    saved = Path(args.out) / "config.json"
-    if not saved.is_file():
-        return args
-    config = json.loads(saved.read_text())
-    changed = [k for k in sorted(set(named) - set(RUNTIME_ARGS)) if k in config and config[k] != getattr(args, k)]
-    if changed:
-        raise SystemExit(f"--resume continues {args.out} as it was started, and "
-                         + ", ".join(f"--{k.replace('_', '-')} {config[k]}" for k in changed)
-                         + f" in its config.json differ from this command's: leave them out, or start a "
-                         f"new run with another --out (--weights {args.out}/best goes on from its best model)")
-    config.update({k: getattr(args, k) for k in RUNTIME_ARGS})
-    return argparse.Namespace(**{**vars(args), **config})  # options newer than the run: defaults
-
-
 def check_pair_inputs(args, model, weights, data):
     """--para-input / --sts-input must match a checkpoint's heads, and a joined pair must fit
     the encoder's positions."""
@@ -438,7 +417,7 @@ def run(args) -> MultitaskBERT:
     """Train as `args` (from parse_args) say; returns the model as it is at the end."""
     out = Path(args.out)
     ckpt_dir = out / "checkpoints"
-    # (a resumed run's options came from its config.json in parse_args: load_config)
+    # (a resumed run's options came from its config.json in parse_args: resumed_options)
     if not args.resume and latest_checkpoint(ckpt_dir) is not None:
         raise SystemExit(f"{out} already holds a run: pass --resume to continue it, or another --out")
     device = pick_device(args.device)
