@@ -16,12 +16,20 @@ Datasets (--dataset): SST (5 classes, very negative .. very positive) and CFIMDB
 reviews, negative / positive). Training keeps the epoch of best dev accuracy.
 
 A run folder (--out, default runs/sentiment-DATASET-OPTION):
+    config.json      the arguments
     metrics.jsonl    one line per epoch (train loss, dev accuracy)
+    checkpoints/     the state after the last complete epoch (model, optimizer, RNG), and
+                     best-epoch-K.safetensors, the weights of the best epoch so far
     predictions/     DATASET-dev-output.csv, DATASET-test-output.csv (`id,Predicted_Sentiment`)
     summary.json     the best dev accuracy, read by `python -m minibert results`
+
+--resume continues a stopped run from its last complete epoch (minibert/checkpoint.py), with
+the options it was started with (config.json): the epochs after it give, on CPU, bitwise what
+an uninterrupted run gives. An epoch stopped midway is done again from its start.
 """
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -30,17 +38,19 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from minibert.checkpoint import write_json
+from minibert.checkpoint import (latest_checkpoint, load_training_state, read_safetensors, save_training_state,
+                                 write_json, write_safetensors)
 from minibert.data import NUM_CLASSES, load_datasets
 from minibert.evaluate import majority_baseline, predict_dataset, score, write_predictions
 from minibert.model import BertModel
 from minibert.optim import AdamW
 from minibert.paths import data_dir, weights_dir
 from minibert.runtime import (HelpFormatter, MetricsLog, autocast, device_name, option_error, pick_device,
-                              seed_everything)
+                              resumed_options, seed_everything)
 from minibert.tokenizer import WordPieceTokenizer
 
 OPTIONS = {"pretrain": 1e-3, "finetune": 2e-5}  # option -> default learning rate
+RUNTIME_ARGS = ("resume", "out", "device", "progress", "stop_after_epoch")  # may change on resume
 
 
 class SentimentClassifier(nn.Module):
@@ -122,16 +132,20 @@ def parse_args(argv):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last complete epoch")
+    p.add_argument("--stop-after-epoch", type=int, help="checkpoint and stop after this many epochs "
+                   "(to test resuming)")
     args = p.parse_args(argv)
     problem = option_error(args, at_least={"epochs": 1, "batch_size": 1, "eval_batch_size": 1, "limit": 1,
-                                           "max_length": 2},  # 2: [CLS] and [SEP]
+                                           "max_length": 2,  # 2: [CLS] and [SEP]
+                                           "stop_after_epoch": 1},
                            fractions=("dropout",))
     if problem:
         p.error(problem)
     args.lr = args.lr if args.lr is not None else OPTIONS[args.option]
     args.max_length = args.max_length or (512 if args.dataset == "cfimdb" else 128)
     args.out = args.out or f"runs/sentiment-{args.dataset}-{args.option}"
-    return args
+    return resumed_options(p, argv, args, RUNTIME_ARGS) if args.resume else args
 
 
 def logits_of(model, ds, idx, device, features=None):
@@ -170,11 +184,20 @@ def probabilities(model, ds, device, args, features=None):
     return probs
 
 
+def best_file(ckpt_dir, epoch) -> Path:
+    """Where the weights of the best epoch so far (0-based `epoch`) are kept."""
+    return Path(ckpt_dir) / f"best-epoch-{epoch + 1}.safetensors"
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    out = Path(args.out)
+    ckpt_dir = out / "checkpoints"
+    found = latest_checkpoint(ckpt_dir)
+    if found is not None and not args.resume:
+        raise SystemExit(f"{out} already holds a run: pass --resume to continue it, or another --out")
     device = pick_device(args.device)
     seed_everything(args.seed)
-    out = Path(args.out)
     folder = weights_dir(args.weights)
     tok = WordPieceTokenizer.from_vocab(folder / "vocab.txt")
     data = load_datasets(data_dir(args.data_dir), tok, tasks=(args.dataset,), limit=args.limit,
@@ -185,12 +208,22 @@ def main(argv=None) -> int:
                                 freeze=args.option == "pretrain").to(device)
     optimizer = AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr,
                       weight_decay=args.weight_decay)
+    best_acc, best_epoch, best_state, start, elapsed_before = -1.0, None, None, 0, 0.0
+    g = torch.Generator().manual_seed(args.seed)  # the order of the training batches, epoch after epoch
+    if found is not None:
+        extra = load_training_state(found, model, optimizer)["extra"]
+        start, best_acc, best_epoch, elapsed_before = (extra["epoch"], extra["best_acc"], extra["best_epoch"],
+                                                       extra["train_seconds"])
+        g.set_state(torch.tensor(extra["shuffle_rng"], dtype=torch.uint8))
+        best_state = read_safetensors(best_file(ckpt_dir, best_epoch))
     out.mkdir(parents=True, exist_ok=True)
     write_json(vars(args), out / "config.json")
     log = MetricsLog(out / "metrics.jsonl")
-    log.path.write_text("")  # a fresh run
+    # a fresh run starts a fresh log; a resumed one keeps the lines of its complete epochs
+    log.path.write_text("".join(json.dumps(r) + "\n" for r in log.read() if r["epoch"] < start))
     name = out.name
-    print(f"{name}: {args.option} on {args.dataset} ({len(train)} train, {len(dev)} dev) on {device_name(device)}")
+    print(f"{name}: {args.option} on {args.dataset} ({len(train)} train, {len(dev)} dev) on {device_name(device)}"
+          + (f"; resuming after epoch {start}" if found is not None else ""))
     t0 = time.time()
     features = {}
     if model.frozen:  # a frozen encoder in eval mode is a fixed function: run it once per example
@@ -199,18 +232,28 @@ def main(argv=None) -> int:
                 features[split] = predict_dataset(PooledFeatures(model), sets[args.dataset], device,
                                                   args.eval_batch_size)  # (N, C)
 
-    best_acc, best_epoch, best_state = -1.0, None, None
-    g = torch.Generator().manual_seed(args.seed)
-    for epoch in range(args.epochs):
+    for epoch in range(start, args.epochs):
         loss = train_epoch(model, train, optimizer, device, args, epoch, g, features.get("train"))
         acc = score("sst", probabilities(model, dev, device, args, features.get("dev")), dev.labels)
         improved = acc > best_acc
         if improved:  # keep the best epoch's weights (on the CPU: a GPU copy would double memory)
             best_acc, best_epoch = acc, epoch
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            write_safetensors(best_state, best_file(ckpt_dir, epoch))
+        # the checkpoint names the best epoch's file: only then may the earlier one go
+        save_training_state(ckpt_dir, epoch + 1, model, optimizer, extra={
+            "epoch": epoch + 1, "best_acc": best_acc, "best_epoch": best_epoch, "shuffle_rng": g.get_state().tolist(),
+            "train_seconds": elapsed_before + time.time() - t0})
+        for old in ckpt_dir.glob("best-epoch-*.safetensors"):
+            if old != best_file(ckpt_dir, best_epoch):
+                old.unlink()
         log.write(run=name, stage="sentiment", option=args.option, dataset=args.dataset, epoch=epoch,
                   train_loss=loss, dev={f"{args.dataset}_acc": acc}, improved=improved)
         print(f"epoch {epoch + 1}: train loss {loss:.4f}, dev acc {acc:.4f}" + (" (best)" if improved else ""))
+        if args.stop_after_epoch == epoch + 1 < args.epochs:
+            print(f"{name}: stopped after epoch {epoch + 1} (--stop-after-epoch); to go on: "
+                  f"python -m minibert sentiment --out {out} --resume")
+            return 0
 
     model.load_state_dict(best_state)
     for split in ("dev", "test"):
@@ -219,7 +262,7 @@ def main(argv=None) -> int:
             # header `id,Predicted_Sentiment`: SST's prediction format, the same for CFIMDB
             write_predictions(out / "predictions" / f"{args.dataset}-{split}-output.csv", "sst",
                               ds.example_ids, probabilities(model, ds, device, args, features.get(split)))
-    elapsed = time.time() - t0
+    elapsed = elapsed_before + time.time() - t0
     write_json({"name": name, "stage": f"sentiment-{args.option}", "schedule": None, "dataset": args.dataset,
                 "config": vars(args), "dev": {f"{args.dataset}_acc": best_acc}, "best_epoch": best_epoch,
                 "majority": majority_baseline(data["train"], data["dev"]),
