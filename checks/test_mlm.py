@@ -222,7 +222,12 @@ def test_pretrain_stage_end_to_end_and_exact_resume(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # a fresh run into a folder with a checkpoint is refused; so is a resume with changed options
     assert main(common + ["--out", str(tmp_path / "b")]) == 2
-    assert main(common + ["--out", str(tmp_path / "b"), "--resume", "--seed", "1"]) == 2
+    with pytest.raises(SystemExit, match="--seed 0 in its config.json differ"):
+        main(common + ["--out", str(tmp_path / "b"), "--resume", "--seed", "1"])
+    # a resume that names no option takes the run's own (the config's): nothing to redo, the same model
+    assert main(["--out", str(tmp_path / "b"), "--resume", "--device", "cpu"]) == 0
+    c = read_safetensors(tmp_path / "b" / "model" / "model.safetensors")
+    assert all(torch.equal(a[k], c[k]) for k in a)
 
 
 @pytest.mark.usefixtures("ctrl_c_reaches_python")

@@ -240,6 +240,10 @@ def main(argv=None) -> int:
             best_acc, best_epoch = acc, epoch
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             write_safetensors(best_state, best_file(ckpt_dir, epoch))
+        # the epoch's line, then its checkpoint: a run killed between the two redoes the epoch,
+        # and its line, once (see the log above)
+        log.write(run=name, stage="sentiment", option=args.option, dataset=args.dataset, epoch=epoch,
+                  train_loss=loss, dev={f"{args.dataset}_acc": acc}, improved=improved)
         # the checkpoint names the best epoch's file: only then may the earlier one go
         save_training_state(ckpt_dir, epoch + 1, model, optimizer, extra={
             "epoch": epoch + 1, "best_acc": best_acc, "best_epoch": best_epoch, "shuffle_rng": g.get_state().tolist(),
@@ -247,8 +251,6 @@ def main(argv=None) -> int:
         for old in ckpt_dir.glob("best-epoch-*.safetensors"):
             if old != best_file(ckpt_dir, best_epoch):
                 old.unlink()
-        log.write(run=name, stage="sentiment", option=args.option, dataset=args.dataset, epoch=epoch,
-                  train_loss=loss, dev={f"{args.dataset}_acc": acc}, improved=improved)
         print(f"epoch {epoch + 1}: train loss {loss:.4f}, dev acc {acc:.4f}" + (" (best)" if improved else ""))
         if args.stop_after_epoch == epoch + 1 < args.epochs:
             print(f"{name}: stopped after epoch {epoch + 1} (--stop-after-epoch); to go on: "

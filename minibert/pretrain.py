@@ -25,7 +25,11 @@ saved in each checkpoint), so --resume continues a killed run exactly where it s
 Checkpoints are written every --save-every steps, and at the step where Ctrl-C stops a run
 (runtime.StopRequest), which then prints the command that continues it.
 
+A resumed run takes its options from its config.json, except those of RUNTIME_ARGS (--device
+and the like); one given again that disagrees is refused (runtime.resumed_options).
+
 Writes, under --out:
+    config.json        the options
     metrics.jsonl      one line per --log-every steps, and the before/after evaluations
     summary.json       before/after accuracy and perplexity, time, device, corpus counts, options
     model/             HF-format folder (encoder + MLM head + vocab.txt) for the next stage
@@ -50,14 +54,13 @@ from minibert.mlm import BertForMLM
 from minibert.optim import AdamW
 from minibert.paths import data_dir, weights_dir
 from minibert.runtime import (HelpFormatter, MetricsLog, StopRequest, autocast, device_name, option_error,
-                              pick_device, seed_everything)
+                              pick_device, resumed_options, seed_everything)
 from minibert.schedule import make_scheduler
 from minibert.tokenizer import WordPieceTokenizer
 
 CORPUS_TASKS = ("sst", "cfimdb", "para", "sts")
-# options that fix the data and the schedule: a resumed run must use the same ones
-RUN_DEFINING = ("seed", "limit", "include_dev_test", "heldout_frac", "batch_size", "max_length",
-                "epochs", "max_steps", "whole_word", "mlm_prob", "lr", "head_lr", "warmup_frac", "weights")
+# options a resumed run may change; it takes every other from its config.json (resumed_options)
+RUNTIME_ARGS = ("resume", "out", "device", "log_every", "save_every", "max_minutes")
 
 
 def log(*args) -> None:
@@ -216,7 +219,7 @@ def parse_args(argv):
         p.error(f"--heldout-frac {args.heldout_frac}: expected a fraction above 0 and below 1")
     if not 0 < args.mlm_prob <= 1:
         p.error(f"--mlm-prob {args.mlm_prob}: expected a fraction above 0, at most 1")
-    return args
+    return resumed_options(p, argv, args, RUNTIME_ARGS) if args.resume else args
 
 
 def main(argv=None) -> int:
@@ -231,6 +234,7 @@ def main(argv=None) -> int:
     if resume_from is None and latest_checkpoint(ckpt_dir) is not None:
         log(f"{ckpt_dir} holds a checkpoint: pass --resume to continue it, or choose another --out")
         return 2
+    write_json(vars(args), out / "config.json")
     seed_everything(args.seed)
     device = pick_device(args.device)
     folder = weights_dir(args.weights)
@@ -277,11 +281,6 @@ def main(argv=None) -> int:
     if resume_from is not None:
         state = load_training_state(resume_from, model, optimizer, scheduler)
         extra = state["extra"]
-        changed = [k for k in RUN_DEFINING if extra["options"].get(k) != vars(args)[k]]
-        if changed:
-            log(f"cannot resume {resume_from}: options changed since it was written: "
-                + ", ".join(f"--{k.replace('_', '-')} {extra['options'].get(k)} -> {vars(args)[k]}" for k in changed))
-            return 2
         step, epoch, batch_in_epoch = state["step"], extra["epoch"], extra["batch_in_epoch"]
         before, elapsed_before = extra["before"], extra["train_seconds"]
         log(f"resumed {resume_from}: step {step}/{total_steps}, epoch {epoch}, batch {batch_in_epoch}")
