@@ -61,8 +61,8 @@ def smoothed_targets(labels, num_classes: int, eps: float, kind: str = "neighbou
 
     kind "uniform": eps / K on every class, the label's own included, as torch's
     cross_entropy(label_smoothing=eps). kind "neighbours": SST's classes are ordered (very
-    negative .. very positive), and two readers of one sentence mostly disagree by one step;
-    eps goes to the label's neighbours, label - 1 and label + 1, half each (all of it to the
+    negative .. very positive), and a model's errors are mostly one step off (456 of 568 on
+    dev for one model, results/study.md); eps goes to the label's neighbours, label - 1 and label + 1, half each (all of it to the
     one neighbour of an end class), none to classes further away."""
     if kind not in SMOOTHING_KINDS:
         raise ValueError(f"kind must be one of {SMOOTHING_KINDS}, got {kind!r}")
