@@ -3,6 +3,7 @@
 
 import csv
 import json
+import shutil
 
 import pytest
 import torch
@@ -139,6 +140,9 @@ def test_resumed_run_equals_uninterrupted(world, tmp_path, option, lr):
                 map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
 
     assert lines(parts) == lines(whole) and [r["epoch"] for r in lines(parts)] == [0, 1, 2, 3, 4]
+    shutil.rmtree(whole / "checkpoints")  # a finished run without checkpoints (as before they existed)
+    with pytest.raises(SystemExit, match="already holds a run"):
+        classifier.main(base + ["--out", str(whole)])
     for split in ("dev", "test"):
         name = f"predictions/sst-{split}-output.csv"
         assert (parts / name).read_text() == (whole / name).read_text()

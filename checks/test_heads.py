@@ -221,11 +221,12 @@ def test_uniform_smoothing_is_torchs_label_smoothing(B, K, eps, seed):
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.lists(st.integers(0, 4), min_size=1, max_size=8), st.integers(2, 6), st.floats(0, 0.99))
-def test_neighbours_smoothing_is_its_definition(labels, K, eps):
+@given(st.integers(2, 6).flatmap(lambda K: st.tuples(st.just(K), st.lists(st.integers(0, K - 1), min_size=1,
+                                                                          max_size=8))), st.floats(0, 0.99))
+def test_neighbours_smoothing_is_its_definition(classes_and_labels, eps):
     """1 - eps on the label, eps shared equally by the classes one step away (one at an end),
     written out class by class; every row sums to 1; eps 0 is the one-hot label."""
-    labels = [y % K for y in labels]
+    K, labels = classes_and_labels
     expected = []
     for y in labels:
         near = [c for c in (y - 1, y + 1) if 0 <= c < K]

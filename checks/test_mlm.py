@@ -224,6 +224,12 @@ def test_pretrain_stage_end_to_end_and_exact_resume(tmp_path):
     assert main(common + ["--out", str(tmp_path / "b")]) == 2
     with pytest.raises(SystemExit, match="--seed 0 in its config.json differ"):
         main(common + ["--out", str(tmp_path / "b"), "--resume", "--seed", "1"])
+    # a run written before pretrain wrote a config.json: its checkpoint's options stand in for it
+    config = (tmp_path / "b" / "config.json").read_text()
+    (tmp_path / "b" / "config.json").unlink()
+    with pytest.raises(SystemExit, match="--seed 0 in its checkpoint differ"):
+        main(common + ["--out", str(tmp_path / "b"), "--resume", "--seed", "1"])
+    (tmp_path / "b" / "config.json").write_text(config)
     # a resume that names no option takes the run's own (the config's): nothing to redo, the same model
     assert main(["--out", str(tmp_path / "b"), "--resume", "--device", "cpu"]) == 0
     c = read_safetensors(tmp_path / "b" / "model" / "model.safetensors")

@@ -558,6 +558,15 @@ def test_bad_input(world, rr_run, tmp_path):
     with pytest.raises(SystemExit, match=f"--epochs {epochs} in its config.json differ"):
         train.parse_args(resume + ["--epochs", str(epochs + 3)])
     assert train.parse_args(resume + ["--epochs", str(epochs), "--schedule", "round-robin", "--device", "cpu"]).resume
+    # a run older than an option: named at its default, accepted; at another value, refused
+    old = tmp_path / "old"
+    old.mkdir()
+    config = json.loads((rr_run / "config.json").read_text())
+    del config["sst_smoothing"]
+    (old / "config.json").write_text(json.dumps(config))
+    assert train.parse_args(["--out", str(old), "--resume", "--sst-smoothing", "0"]).sst_smoothing == 0.0
+    with pytest.raises(SystemExit, match=r"--sst-smoothing 0.0 \(its default: the run predates the option\)"):
+        train.parse_args(["--out", str(old), "--resume", "--sst-smoothing", "0.1"])
     with pytest.raises(DataError, match="ids-sst-train.csv"):
         train.main(["--out", str(tmp_path / "x"), "--weights", str(world[0]), "--data-dir", str(tmp_path)])
     with pytest.raises(SystemExit, match="task-probs"):

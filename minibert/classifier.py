@@ -29,7 +29,6 @@ an uninterrupted run gives. An epoch stopped midway is done again from its start
 """
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -194,8 +193,10 @@ def main(argv=None) -> int:
     out = Path(args.out)
     ckpt_dir = out / "checkpoints"
     found = latest_checkpoint(ckpt_dir)
-    if found is not None and not args.resume:
+    if not args.resume and (found is not None or (out / "summary.json").exists()):
         raise SystemExit(f"{out} already holds a run: pass --resume to continue it, or another --out")
+    if args.resume and found is None:
+        print(f"--resume: no checkpoint in {ckpt_dir}, starting a new run")
     device = pick_device(args.device)
     seed_everything(args.seed)
     folder = weights_dir(args.weights)
@@ -219,8 +220,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     write_json(vars(args), out / "config.json")
     log = MetricsLog(out / "metrics.jsonl")
-    # a fresh run starts a fresh log; a resumed one keeps the lines of its complete epochs
-    log.path.write_text("".join(json.dumps(r) + "\n" for r in log.read() if r["epoch"] < start))
+    log.start(start if found is not None else None)  # a resumed run keeps its complete epochs' lines
     name = out.name
     print(f"{name}: {args.option} on {args.dataset} ({len(train)} train, {len(dev)} dev) on {device_name(device)}"
           + (f"; resuming after epoch {start}" if found is not None else ""))

@@ -54,15 +54,15 @@ SMOOTHING_KINDS = ("neighbours", "uniform")
 
 
 def smoothed_targets(labels, num_classes: int, eps: float, kind: str = "neighbours"):
-    """Label smoothing (beyond the paper): labels (B,) -> target distributions (B, K), each
-    (1 - eps) on its label and eps spread over other classes, so the model is never asked
-    for a probability of exactly 1 (Szegedy et al. 2016, "Rethinking the Inception
-    Architecture", section 7).
+    """Label smoothing (beyond the paper): labels (B,) -> target distributions (B, K): eps of
+    each label's probability mass moved off it, so the model is never asked for a probability
+    of exactly 1 (Szegedy et al. 2016, "Rethinking the Inception Architecture", section 7).
 
     kind "uniform": eps / K on every class, the label's own included, as torch's
-    cross_entropy(label_smoothing=eps). kind "neighbours": SST's classes are ordered (very
-    negative .. very positive), and a model's errors are mostly one step off (456 of 568 on
-    dev for one model, results/study.md); eps goes to the label's neighbours, label - 1 and label + 1, half each (all of it to the
+    cross_entropy(label_smoothing=eps): 1 - eps + eps / K stays on the label. kind
+    "neighbours": SST's classes are ordered (very negative .. very positive), and a model's
+    errors are mostly one step off (444 of 567 on dev for the control of results/study.md's
+    label-smoothing section); 1 - eps stays on the label, and eps goes to its neighbours, label - 1 and label + 1, half each (all of it to the
     one neighbour of an end class), none to classes further away."""
     if kind not in SMOOTHING_KINDS:
         raise ValueError(f"kind must be one of {SMOOTHING_KINDS}, got {kind!r}")

@@ -37,6 +37,7 @@ Writes, under --out:
 """
 
 import argparse
+import json
 import math
 import shlex
 import sys
@@ -219,7 +220,12 @@ def parse_args(argv):
         p.error(f"--heldout-frac {args.heldout_frac}: expected a fraction above 0 and below 1")
     if not 0 < args.mlm_prob <= 1:
         p.error(f"--mlm-prob {args.mlm_prob}: expected a fraction above 0, at most 1")
-    return resumed_options(p, argv, args, RUNTIME_ARGS) if args.resume else args
+    if args.resume:
+        # runs written before pretrain wrote a config.json kept their options in the checkpoint
+        found = latest_checkpoint(Path(args.out) / "checkpoints")
+        kept = json.loads((found / "state.json").read_text())["extra"].get("options") if found else None
+        args = resumed_options(p, argv, args, RUNTIME_ARGS, fallback=kept)
+    return args
 
 
 def main(argv=None) -> int:

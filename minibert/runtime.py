@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from minibert.checkpoint import atomic_path
 from minibert.errors import InputError
 
 
@@ -52,30 +53,37 @@ def option_error(args, at_least=None, fractions=()):
     return None
 
 
-def resumed_options(parser, argv, args, runtime_args, hint=""):
+def resumed_options(parser, argv, args, runtime_args, hint="", fallback=None):
     """On --resume: the options the run was started with (its config.json in args.out),
-    except `runtime_args` (--device and the like), taken from this command line; options
-    newer than the run keep their defaults. An option named on the command line that says
-    something else than the config is refused (SystemExit), not dropped without a word.
-    `args`: parser.parse_args(argv), after the command's own checks (train.py, classifier.py);
-    `hint`: what else the refusal suggests."""
+    except `runtime_args` (--device and the like), taken from this command line. An option
+    named on the command line that says something else than the run's is refused
+    (SystemExit), not dropped without a word; so is one the run predates, named with another
+    value than its default (the run was trained without it). `args`: parser.parse_args(argv),
+    after the command's own checks (train.py, classifier.py, pretrain.py); `hint`: what else
+    the refusal suggests; `fallback`: the run's options where it has no config.json (pretrain
+    runs written before it had one kept them in their checkpoints), else nothing to check."""
     saved = Path(args.out) / "config.json"
-    if not saved.is_file():
+    if saved.is_file():
+        config, source = json.loads(saved.read_text()), "its config.json"
+    elif fallback is not None:
+        config, source = dict(fallback), "its checkpoint"
+    else:
         return args
     # the options named on the command line: parse again into a namespace where every option
     # is already set, to a marker, so argparse fills in no default
     unset = object()
     named = parser.parse_args(argv, namespace=argparse.Namespace(**dict.fromkeys(vars(args), unset)))
     named = {k for k, v in vars(named).items() if v is not unset} - set(runtime_args)
-    config = json.loads(saved.read_text())
-    changed = [k for k in sorted(named) if k in config and config[k] != getattr(args, k)]
+    run = {k: config[k] if k in config else parser.get_default(k) for k in named}  # the run's value
+    changed = [k for k in sorted(named) if run[k] != getattr(args, k)]
     if changed:
         raise SystemExit(f"--resume continues {args.out} as it was started, and "
-                         + ", ".join(f"--{k.replace('_', '-')} {config[k]}" for k in changed)
-                         + " in its config.json differ from this command's: leave them out, or start "
+                         + ", ".join(f"--{k.replace('_', '-')} {run[k]}" + ("" if k in config else " (its default: "
+                                     "the run predates the option)") for k in changed)
+                         + f" in {source} differ from this command's: leave them out, or start "
                          "a new run with another --out" + (f" ({hint})" if hint else ""))
     config.update({k: getattr(args, k) for k in runtime_args})
-    return argparse.Namespace(**{**vars(args), **config})
+    return argparse.Namespace(**{**vars(args), **config})  # options newer than the run: defaults
 
 
 def pick_device(name: str = None) -> torch.device:
@@ -132,6 +140,13 @@ class MetricsLog:
         if not self.path.exists():
             return []
         return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+    def start(self, resumed_at_epoch=None) -> None:
+        """A fresh run (None) starts an empty log; a run resumed at the start of epoch e keeps
+        the lines of epochs 0 .. e-1 and drops those of the epochs it is about to redo."""
+        kept = [] if resumed_at_epoch is None else [r for r in self.read() if r["epoch"] < resumed_at_epoch]
+        with atomic_path(self.path) as tmp:
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
 
 class StopRequest:

@@ -49,7 +49,6 @@ evaluates and writes files.
 import argparse
 import contextlib
 import copy
-import json
 import math
 import os
 import shutil
@@ -130,7 +129,7 @@ def parse_args(argv):
                    "each SST batch runs twice with its own dropout, and the symmetric KL between the two "
                    "predictions, times this weight, joins the loss; 0: off")
     p.add_argument("--sst-smoothing", type=float, default=0.0, help="label smoothing on SST (beyond the "
-                   "paper): the targets keep 1 - eps on the label and give eps to other classes "
+                   "paper): eps of each target's probability moves off its label, to other classes "
                    "(--sst-smoothing-kind); 0: off")
     p.add_argument("--sst-smoothing-kind", choices=SMOOTHING_KINDS, default="neighbours",
                    help="neighbours: eps to the classes one step away (SST's classes are ordered); "
@@ -468,9 +467,7 @@ def run(args) -> MultitaskBERT:
         if found is None:  # a fresh run: nothing of an older run in this folder counts
             shutil.rmtree(out / "best", ignore_errors=True)
         write_json(vars(args), out / "config.json")
-        # lines of epochs after the checkpoint are redone: drop them
-        kept = [r for r in metrics_log.read() if r["epoch"] < state["epoch"]] if found is not None else []
-        metrics_log.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        metrics_log.start(state["epoch"] if found is not None else None)  # epochs after the checkpoint: redone
         print(f"{args.stage} ({args.schedule}) on {device_name(device)}, {world} process(es); "
               f"train sizes {', '.join(f'{t} {len(d)}' for t, d in train.items())}; "
               f"{total} steps" + (f"; resuming at step {state['step']}" if found else ""))
