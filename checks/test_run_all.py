@@ -184,6 +184,11 @@ def test_a_stage_stopped_midway_resumes_and_one_started_otherwise_starts_afresh(
     proc = run_all(*args, "--only", "mt-random")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert started(proc, "mt-random").endswith("--resume") and "resuming at step" in proc.stdout
+    # the sentiment command's checkpoints (one per epoch) are resumed the same way
+    (runs / ".done" / "sentiment-sst").unlink()
+    proc = run_all(*args, "--only", "sentiment-sst")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert started(proc, "sentiment-sst").endswith("--resume") and "resuming after epoch" in proc.stdout
     proc = run_all(*args, "--only", "baseline")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "done already" not in proc.stdout and "--resume" not in started(proc, "baseline")
