@@ -209,14 +209,13 @@ def main(argv=None) -> int:
                                 freeze=args.option == "pretrain").to(device)
     optimizer = AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr,
                       weight_decay=args.weight_decay)
-    best_acc, best_epoch, best_state, start, elapsed_before = -1.0, None, None, 0, 0.0
+    best_acc, best_epoch, start, elapsed_before = -1.0, None, 0, 0.0
     g = torch.Generator().manual_seed(args.seed)  # the order of the training batches, epoch after epoch
     if found is not None:
         extra = load_training_state(found, model, optimizer)["extra"]
         start, best_acc, best_epoch, elapsed_before = (extra["epoch"], extra["best_acc"], extra["best_epoch"],
                                                        extra["train_seconds"])
         g.set_state(torch.tensor(extra["shuffle_rng"], dtype=torch.uint8))
-        best_state = read_safetensors(best_file(ckpt_dir, best_epoch))
     out.mkdir(parents=True, exist_ok=True)
     write_json(vars(args), out / "config.json")
     log = MetricsLog(out / "metrics.jsonl")
@@ -236,10 +235,9 @@ def main(argv=None) -> int:
         loss = train_epoch(model, train, optimizer, device, args, epoch, g, features.get("train"))
         acc = score("sst", probabilities(model, dev, device, args, features.get("dev")), dev.labels)
         improved = acc > best_acc
-        if improved:  # keep the best epoch's weights (on the CPU: a GPU copy would double memory)
+        if improved:  # keep the best epoch's weights, on disk (not on the GPU: that would double memory)
             best_acc, best_epoch = acc, epoch
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-            write_safetensors(best_state, best_file(ckpt_dir, epoch))
+            write_safetensors(model.state_dict(), best_file(ckpt_dir, epoch))
         # the epoch's line, then its checkpoint: a run killed between the two redoes the epoch,
         # and its line, once (see the log above)
         log.write(run=name, stage="sentiment", option=args.option, dataset=args.dataset, epoch=epoch,
@@ -257,7 +255,7 @@ def main(argv=None) -> int:
                   f"python -m minibert sentiment --out {out} --resume")
             return 0
 
-    model.load_state_dict(best_state)
+    model.load_state_dict(read_safetensors(best_file(ckpt_dir, best_epoch)))
     for split in ("dev", "test"):
         if args.dataset in data[split]:
             ds = data[split][args.dataset]
