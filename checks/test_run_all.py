@@ -117,7 +117,7 @@ def test_quick_profile_runs_its_stages_with_its_options(world, tmp_path):
     assert sorted(p.name for p in (runs / ".done").iterdir()) == sorted(quick)
     assert all((runs / ".done" / s).read_text().strip() == "quick" for s in quick)
     config = json.loads((runs / "mt-round-robin" / "config.json").read_text())
-    assert (config["quick"], config["limit"], config["epochs"]) == (True, 400, 2)
+    assert (config["quick"], config["limit"], config["epochs"]) == (True, 300, 2)
     assert json.loads((runs / "mt-st" / "config.json").read_text())["epochs"] == 1
     pretrain = json.loads((runs / "pretrain" / "summary.json").read_text())["options"]
     assert (pretrain["limit"], pretrain["epochs"], pretrain["head_warmup_steps"]) == (2000, 1, 6)

@@ -81,7 +81,7 @@ RUNTIME_ARGS = ("resume", "out", "device", "stop_after_step", "progress")  # may
 # --quick: a CPU-sized run on subsets (run_all.sh's quick profile, the assignments' --quick).
 # Subsets give far fewer steps than full runs, so smaller batches and a larger step for the
 # heads (which start from random) let every head learn within 2 epochs.
-QUICK = dict(limit=400, epochs=2, batch_size=16, head_lr=3e-3, pcgrad_samples=300)
+QUICK = dict(limit=300, epochs=2, batch_size=16, head_lr=3e-3, pcgrad_samples=225)
 
 
 def parse_args(argv):
