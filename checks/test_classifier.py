@@ -114,7 +114,7 @@ def test_bad_arguments_are_refused(world, tmp_path):
 
 @pytest.mark.parametrize("option, lr", [("finetune", "1e-2"), ("pretrain", "3e-2")])
 def test_resumed_run_equals_uninterrupted(world, tmp_path, option, lr):
-    """Stopped after epochs 1 and 4 and resumed each time (--stop-after-epoch, then
+    """Stopped after epochs 1, 2 and 4 and resumed each time (--stop-after-epoch, then
     --resume): on CPU bitwise the run without stops, epoch by epoch and in its predictions,
     the best epoch's weights taken from its checkpoint, since that epoch came before the stop
     (with the model of epoch 4 instead, the pretrain case's predictions differ: tried).
@@ -131,6 +131,9 @@ def test_resumed_run_equals_uninterrupted(world, tmp_path, option, lr):
         classifier.main(base + ["--out", str(parts)])
     with pytest.raises(SystemExit, match="--lr .* differ"):
         classifier.main(base[:-6] + ["--lr", "0.5", "--out", str(parts), "--resume"])
+    # a stop at or before where the run resumes stops after the next epoch (as train's --stop-after-step)
+    assert classifier.main(["--out", str(parts), "--resume", "--stop-after-epoch", "1", "--no-progress"]) == 0
+    assert [json.loads(r)["epoch"] for r in (parts / "metrics.jsonl").read_text().splitlines()] == [0, 1]
     assert classifier.main(["--out", str(parts), "--resume", "--stop-after-epoch", "4", "--no-progress"]) == 0
     assert len(list((parts / "checkpoints").glob("best-epoch-*.safetensors"))) == 1  # of epochs 1-4, the best
     assert classifier.main(["--out", str(parts), "--resume", "--no-progress"]) == 0

@@ -221,7 +221,8 @@ def test_pretrain_stage_end_to_end_and_exact_resume(tmp_path):
     b = read_safetensors(tmp_path / "b" / "model" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # a fresh run into a folder with a checkpoint is refused; so is a resume with changed options
-    assert main(common + ["--out", str(tmp_path / "b")]) == 2
+    with pytest.raises(SystemExit, match="already holds a run: pass --resume"):
+        main(common + ["--out", str(tmp_path / "b")])
     with pytest.raises(SystemExit, match="--seed 0 in its config.json differ"):
         main(common + ["--out", str(tmp_path / "b"), "--resume", "--seed", "1"])
     # a run written before pretrain wrote a config.json: its checkpoint's options stand in for it

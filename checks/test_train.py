@@ -552,6 +552,11 @@ def test_both_orders_reads_each_pair_both_ways(world, rr_run, tmp_path):
 def test_bad_input(world, rr_run, tmp_path):
     with pytest.raises(SystemExit, match="already holds a run"):
         run(world, rr_run)
+    finished = tmp_path / "finished"  # a finished run without its checkpoints is a run too
+    finished.mkdir()
+    shutil.copy(rr_run / "summary.json", finished)
+    with pytest.raises(SystemExit, match="already holds a run"):
+        run(world, finished)
     # --resume continues a run as it was started: an option given again must agree with it
     epochs = json.loads((rr_run / "config.json").read_text())["epochs"]
     resume = ["--out", str(rr_run), "--resume"]

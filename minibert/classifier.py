@@ -37,7 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from minibert.checkpoint import (latest_checkpoint, load_training_state, read_safetensors, save_training_state,
+from minibert.checkpoint import (load_training_state, read_safetensors, resume_point, save_training_state,
                                  write_json, write_safetensors)
 from minibert.data import NUM_CLASSES, load_datasets
 from minibert.evaluate import majority_baseline, predict_dataset, score, write_predictions
@@ -192,11 +192,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
     ckpt_dir = out / "checkpoints"
-    found = latest_checkpoint(ckpt_dir)
-    if not args.resume and (found is not None or (out / "summary.json").exists()):
-        raise SystemExit(f"{out} already holds a run: pass --resume to continue it, or another --out")
-    if args.resume and found is None:
-        print(f"--resume: no checkpoint in {ckpt_dir}, starting a new run")
+    found = resume_point(out, args.resume)
     device = pick_device(args.device)
     seed_everything(args.seed)
     folder = weights_dir(args.weights)
@@ -250,7 +246,7 @@ def main(argv=None) -> int:
             if old != best_file(ckpt_dir, best_epoch):
                 old.unlink()
         print(f"epoch {epoch + 1}: train loss {loss:.4f}, dev acc {acc:.4f}" + (" (best)" if improved else ""))
-        if args.stop_after_epoch == epoch + 1 < args.epochs:
+        if args.stop_after_epoch is not None and args.stop_after_epoch <= epoch + 1 < args.epochs:
             print(f"{name}: stopped after epoch {epoch + 1} (--stop-after-epoch); to go on: "
                   f"python -m minibert sentiment --out {out} --resume")
             return 0

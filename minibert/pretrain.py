@@ -48,7 +48,7 @@ import torch
 from tqdm import tqdm
 
 from minibert.batching import bucketed_batches, pad_batch
-from minibert.checkpoint import latest_checkpoint, load_training_state, save_training_state, write_json
+from minibert.checkpoint import latest_checkpoint, load_training_state, resume_point, save_training_state, write_json
 from minibert.data import DataError, file_name, missing_data_message, read_examples
 from minibert.masking import mask_tokens
 from minibert.mlm import BertForMLM
@@ -234,12 +234,7 @@ def main(argv=None) -> int:
     t_start = time.time()
     out = Path(args.out)
     ckpt_dir = out / "checkpoints"
-    resume_from = latest_checkpoint(ckpt_dir) if args.resume else None
-    if args.resume and resume_from is None:
-        log(f"--resume: no checkpoint in {ckpt_dir}, starting a new run")
-    if resume_from is None and latest_checkpoint(ckpt_dir) is not None:
-        log(f"{ckpt_dir} holds a checkpoint: pass --resume to continue it, or choose another --out")
-        return 2
+    resume_from = resume_point(out, args.resume, log)
     write_json(vars(args), out / "config.json")
     seed_everything(args.seed)
     device = pick_device(args.device)

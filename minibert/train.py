@@ -61,7 +61,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from minibert.batching import bucketed_batches
-from minibert.checkpoint import latest_checkpoint, load_training_state, save_training_state, write_json
+from minibert.checkpoint import load_training_state, resume_point, save_training_state, write_json
 from minibert.data import TASKS, load_datasets
 from minibert.ema import EMA
 from minibert.evaluate import METRICS, evaluate, majority_baseline, metrics_from_outputs, write_split_predictions
@@ -417,10 +417,9 @@ def run(args) -> MultitaskBERT:
     out = Path(args.out)
     ckpt_dir = out / "checkpoints"
     # (a resumed run's options came from its config.json in parse_args: resumed_options)
-    if not args.resume and latest_checkpoint(ckpt_dir) is not None:
-        raise SystemExit(f"{out} already holds a run: pass --resume to continue it, or another --out")
     device = pick_device(args.device)
     rank, world = setup_distributed(device)
+    found = resume_point(out, args.resume, log=print if rank == 0 else lambda *_: None)
     seed_everything(args.seed)  # the same initial heads in every process
     weights = weights_dir(args.weights)
     tok = WordPieceTokenizer.from_vocab(vocab_path(weights))
@@ -456,7 +455,6 @@ def run(args) -> MultitaskBERT:
 
     # where to start: a fresh run, or the newest checkpoint
     state = {"epoch": 0, "pos": 0, "step": 0, "best": {}, "elapsed": 0.0, "loss": {}, "count": {}}
-    found = latest_checkpoint(ckpt_dir) if args.resume else None
     if found is not None:
         state = load_training_state(found, model, optimizer, scheduler, ema=ema)["extra"]
         if rank:  # rank 0's RNG was saved; give the others their own stream again
