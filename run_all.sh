@@ -4,8 +4,8 @@
 #   bash run_all.sh [--profile quick|full] [--jobs N] [--force] [--only STAGE] [--keep-going]
 #                   [--data-dir DIR] [--weights DIR] [--runs DIR] [--setup-only]
 #
-# Profiles: quick (the default without CUDA: every stage on subsets, 8 to 16 minutes on
-# 2 CPU cores, depending on the machine: results/quick-cpu.md) and full (the default with
+# Profiles: quick (the default without CUDA: every stage on subsets, 12.8 minutes on the
+# slowest 2-core machine measured, goal 15: results/quick-cpu.md) and full (the default with
 # CUDA: the whole table on one GPU, plus two more seeds of the best pipeline, one-task models,
 # and their ensembles). Each stage writes its outputs under runs/STAGE, a runs folder holds
 # one profile's runs (--runs DIR for another). A re-run skips the stages completed, resumes
