@@ -557,6 +557,8 @@ def test_bad_input(world, rr_run, tmp_path):
     shutil.copy(rr_run / "summary.json", finished)
     with pytest.raises(SystemExit, match="already holds a run"):
         run(world, finished)
+    with pytest.raises(SystemExit, match="finished run without checkpoints: nothing to resume"):
+        run(world, finished, "--resume")  # it would start afresh and delete the finished run's files
     # --resume continues a run as it was started: an option given again must agree with it
     epochs = json.loads((rr_run / "config.json").read_text())["epochs"]
     resume = ["--out", str(rr_run), "--resume"]
@@ -743,7 +745,7 @@ def test_results_name_runs_below_the_majority_class():
     assert "Not above the majority class: r: sst_acc 0.300 <= 0.320." in md
     assert "| s | cfimdb | finetune | 0.900 | 0.510 |" in md
     run["dev"]["sst_acc"] = 0.33
-    assert "Every run beats the majority class" in report.markdown([run, sentiment])
+    assert "Every run beats its majority-class floor" in report.markdown([run, sentiment])
     del sentiment["majority"]  # a summary written before floors were recorded
     assert "The 1 of 2 runs that record a majority-class floor beat it" in report.markdown([run, sentiment])
 

@@ -133,7 +133,7 @@ def parse_args(argv):
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last complete epoch")
     p.add_argument("--stop-after-epoch", type=int, help="checkpoint and stop after this many epochs "
-                   "(to test resuming)")
+                   "(to test resuming; a run resumed at or past it stops after its next epoch)")
     args = p.parse_args(argv)
     problem = option_error(args, at_least={"epochs": 1, "batch_size": 1, "eval_batch_size": 1, "limit": 1,
                                            "max_length": 2,  # 2: [CLS] and [SEP]

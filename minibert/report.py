@@ -133,7 +133,7 @@ def markdown(runs) -> str:
     if below:
         md += "Not above the majority class: " + "; ".join(below) + ".\n"
     elif floored == len(runs):
-        md += "Every run beats the majority class of its dev set on every task.\n"
+        md += "Every run beats its majority-class floor (train's most frequent label) on every task.\n"
     elif floored:
         md += f"The {floored} of {len(runs)} runs that record a majority-class floor beat it on every task.\n"
     return md

@@ -160,7 +160,7 @@ def parse_args(argv):
                    help="steps between mid-epoch checkpoints (0: only at the end of each epoch)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of --out")
     p.add_argument("--stop-after-step", type=int, help="checkpoint and stop after this many steps "
-                   "(to test resuming)")
+                   "(to test resuming; a run resumed at or past it stops after its next step)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--quick", action="store_true", help="defaults for a CPU-sized run: "
                    + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()))
@@ -416,9 +416,10 @@ def run(args) -> MultitaskBERT:
     """Train as `args` (from parse_args) say; returns the model as it is at the end."""
     out = Path(args.out)
     ckpt_dir = out / "checkpoints"
-    # (a resumed run's options came from its config.json in parse_args: resumed_options)
     device = pick_device(args.device)
     rank, world = setup_distributed(device)
+    # the checkpoint to go on from, or None (a resumed run's options came from its config.json
+    # in parse_args: resumed_options)
     found = resume_point(out, args.resume, log=print if rank == 0 else lambda *_: None)
     seed_everything(args.seed)  # the same initial heads in every process
     weights = weights_dir(args.weights)
