@@ -4,10 +4,10 @@
 #   bash run_all.sh [--profile quick|full] [--jobs N] [--force] [--only STAGE] [--keep-going]
 #                   [--data-dir DIR] [--weights DIR] [--runs DIR] [--setup-only]
 #
-# Profiles: quick (the default without CUDA: every stage on subsets, 12.8 minutes on the
-# slowest 2-core machine measured, goal 15: results/quick-cpu.md) and full (the default with
-# CUDA: the whole table on one GPU, plus two more seeds of the best pipeline, one-task models,
-# and their ensembles). Each stage writes its outputs under runs/STAGE, a runs folder holds
+# Profiles: quick (the default without CUDA: every stage on subsets, goal 15 minutes on 2 CPU
+# cores; 12.8 in one run on the slowest machine measured: results/quick-cpu.md) and full (the
+# default with CUDA: the whole table on one GPU, plus two more seeds of the best pipeline,
+# one-task models, and their ensembles). Each stage writes its outputs under runs/STAGE, a runs folder holds
 # one profile's runs (--runs DIR for another). A re-run skips the stages completed, resumes
 # one stopped midway (Ctrl-C, a failure) from its checkpoint, and runs the others afresh
 # (--force: every stage afresh, its old outputs removed first; a folder run_all.sh did not
