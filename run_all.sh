@@ -5,19 +5,19 @@
 #                   [--data-dir DIR] [--weights DIR] [--runs DIR] [--setup-only]
 #
 # Profiles: quick (the default without CUDA: every stage on subsets, goal 15 minutes on 2 CPU
-# cores; 12.8 in one run on the slowest machine measured: results/quick-cpu.md) and full (the
-# default with CUDA: the whole table on one GPU, plus two more seeds of the best pipeline,
-# one-task models, and their ensembles). Each stage writes its outputs under runs/STAGE, a runs folder holds
-# one profile's runs (--runs DIR for another). A re-run skips the stages completed, resumes
-# one stopped midway (Ctrl-C, a failure) from its checkpoint, and runs the others afresh
-# (--force: every stage afresh, its old outputs removed first; a folder run_all.sh did not
-# make is set aside as STAGE.previous). The first failing stage stops the run with the
-# stage's name and the path of its log (--keep-going: runs the stages after it too, except
-# those that need it, then names every failed one and exits with 1). --only STAGE runs one
-# stage, once those it needs are done, then makes the results table again (not when STAGE
-# was done already; --only results makes it again in any case). --jobs N runs up to N stages
-# at once, each once the stages it needs are done (default: 1 on a CPU; on a GPU one per 12
-# GiB of its memory, at most 4).
+# cores; at most 13.0 in two runs on the slowest machine measured: results/quick-cpu.md) and
+# full (the default with CUDA: the whole table on one GPU, plus two more seeds of the best
+# pipeline, one-task models, and their ensembles). Each stage writes its outputs under
+# runs/STAGE, a runs folder holds one profile's runs (--runs DIR for another). A re-run skips
+# the stages completed, resumes one stopped midway (Ctrl-C, a failure) from its checkpoint,
+# and runs the others afresh (--force: every stage afresh, its old outputs removed first; a
+# folder run_all.sh did not make is set aside as STAGE.previous). The first failing stage
+# stops the run with the stage's name and the path of its log (--keep-going: runs the stages
+# after it too, except those that need it, then names every failed one and exits with 1).
+# --only STAGE runs one stage, once those it needs are done, then makes the results table
+# again (not when STAGE was done already; --only results makes it again in any case). --jobs N
+# runs up to N stages at once, each once the stages it needs are done (default: 1 on a CPU; on
+# a GPU one per 12 GiB of its memory, at most 4).
 set -euo pipefail
 cd "$(dirname "$0")"
 
