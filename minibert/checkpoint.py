@@ -168,27 +168,6 @@ def latest_checkpoint(run_dir):
     return None
 
 
-def resume_point(out, resume: bool, log=print):
-    """Where a run with output folder `out` starts: the newest checkpoint of out/checkpoints
-    with --resume (None, said so, when there is none: a new run), else None. A new run never
-    starts in a folder that holds another (a checkpoint, or a finished run's summary.json): its
-    files would mix, or the new run would delete the old one's. One rule for train, sentiment
-    and pretrain."""
-    out = Path(out)
-    found = latest_checkpoint(out / "checkpoints")
-    finished = (out / "summary.json").is_file()
-    if not resume:
-        if found is not None or finished:
-            raise SystemExit(f"{out} already holds a run: pass --resume to continue it, or another --out")
-        return None
-    if found is None:
-        if finished:  # its checkpoints were deleted: nothing to go on from
-            raise SystemExit(f"{out} holds a finished run without checkpoints: nothing to resume; "
-                             "pass another --out")
-        log(f"--resume: no checkpoint in {out / 'checkpoints'}, starting a new run")
-    return found
-
-
 def load_training_state(folder, model, optimizer=None, scheduler=None, restore_rng=True, ema=None) -> dict:
     """Restore what save_training_state wrote; returns state.json (step, extra, ...)."""
     folder = Path(folder)

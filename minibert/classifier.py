@@ -37,7 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from minibert.checkpoint import (load_training_state, read_safetensors, resume_point, save_training_state,
+from minibert.checkpoint import (load_training_state, read_safetensors, save_training_state,
                                  write_json, write_safetensors)
 from minibert.data import NUM_CLASSES, load_datasets
 from minibert.evaluate import majority_baseline, predict_dataset, score, write_predictions
@@ -45,7 +45,7 @@ from minibert.model import BertModel
 from minibert.optim import AdamW
 from minibert.paths import data_dir, weights_dir
 from minibert.runtime import (HelpFormatter, MetricsLog, autocast, device_name, option_error, pick_device,
-                              resumed_options, seed_everything)
+                              resume_point, resumed_options, seed_everything)
 from minibert.tokenizer import WordPieceTokenizer
 
 OPTIONS = {"pretrain": 1e-3, "finetune": 2e-5}  # option -> default learning rate

@@ -62,8 +62,9 @@ def smoothed_targets(labels, num_classes: int, eps: float, kind: str = "neighbou
     cross_entropy(label_smoothing=eps): 1 - eps + eps / K stays on the label. kind
     "neighbours": SST's classes are ordered (very negative .. very positive), and a model's
     errors are mostly one step off (444 of 567 on dev for the control of results/study.md's
-    label-smoothing section); 1 - eps stays on the label, and eps goes to its neighbours, label - 1 and label + 1, half each (all of it to the
-    one neighbour of an end class), none to classes further away."""
+    label-smoothing section); 1 - eps stays on the label, and eps goes to its neighbours,
+    label - 1 and label + 1, half each (all of it to the one neighbour of an end class), none
+    to classes further away."""
     if kind not in SMOOTHING_KINDS:
         raise ValueError(f"kind must be one of {SMOOTHING_KINDS}, got {kind!r}")
     onehot = F.one_hot(labels, num_classes).float()  # (B, K)

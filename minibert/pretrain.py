@@ -48,14 +48,14 @@ import torch
 from tqdm import tqdm
 
 from minibert.batching import bucketed_batches, pad_batch
-from minibert.checkpoint import latest_checkpoint, load_training_state, resume_point, save_training_state, write_json
+from minibert.checkpoint import latest_checkpoint, load_training_state, save_training_state, write_json
 from minibert.data import DataError, file_name, missing_data_message, read_examples
 from minibert.masking import mask_tokens
 from minibert.mlm import BertForMLM
 from minibert.optim import AdamW
 from minibert.paths import data_dir, weights_dir
 from minibert.runtime import (HelpFormatter, MetricsLog, StopRequest, autocast, device_name, option_error,
-                              pick_device, resumed_options, seed_everything)
+                              pick_device, resume_point, resumed_options, seed_everything)
 from minibert.schedule import make_scheduler
 from minibert.tokenizer import WordPieceTokenizer
 
@@ -221,11 +221,15 @@ def parse_args(argv):
     if not 0 < args.mlm_prob <= 1:
         p.error(f"--mlm-prob {args.mlm_prob}: expected a fraction above 0, at most 1")
     if args.resume:
-        # runs written before pretrain wrote a config.json kept their options in the checkpoint
-        found = latest_checkpoint(Path(args.out) / "checkpoints")
-        kept = json.loads((found / "state.json").read_text())["extra"].get("options") if found else None
-        args = resumed_options(p, argv, args, RUNTIME_ARGS, fallback=kept)
+        args = resumed_options(p, argv, args, RUNTIME_ARGS, fallback=lambda: options_in_checkpoint(args.out))
     return args
+
+
+def options_in_checkpoint(out):
+    """The options of a run written before pretrain wrote a config.json: its newest checkpoint
+    kept them (None: no checkpoint)."""
+    found = latest_checkpoint(Path(out) / "checkpoints")
+    return json.loads((found / "state.json").read_text())["extra"].get("options") if found else None
 
 
 def main(argv=None) -> int:

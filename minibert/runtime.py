@@ -1,10 +1,12 @@
-"""Where and how a stage runs: device, mixed precision, seeds, the metrics log, and Ctrl-C.
+"""Where and how a stage runs: device, mixed precision, seeds, the metrics log, resuming, and
+Ctrl-C.
 
 Every training stage (pretrain.py, train.py, classifier.py) uses these, so the conventions
 are the same everywhere: bf16 autocast on CUDA only (CPUs are slow at bf16 and fp32 is the
 bitwise-reproducible reference), one seed that fixes every generator, metrics appended as
-one JSON object per line, and the same --help layout. (StopRequest, Ctrl-C that finishes
-the step first, serves the long runs of train.py and pretrain.py.)
+one JSON object per line, one rule for resuming a run (resume_point: where it starts;
+resumed_options: with which options), and the same --help layout. (StopRequest, Ctrl-C
+that finishes the step first, serves the long runs of train.py and pretrain.py.)
 """
 
 import argparse
@@ -22,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minibert.checkpoint import atomic_path
+from minibert.checkpoint import atomic_path, latest_checkpoint
 from minibert.errors import InputError
 
 
@@ -60,13 +62,14 @@ def resumed_options(parser, argv, args, runtime_args, hint="", fallback=None):
     (SystemExit), not dropped without a word; so is one the run predates, named with another
     value than its default (the run was trained without it). `args`: parser.parse_args(argv),
     after the command's own checks (train.py, classifier.py, pretrain.py); `hint`: what else
-    the refusal suggests; `fallback`: the run's options where it has no config.json (pretrain
-    runs written before it had one kept them in their checkpoints), else nothing to check."""
+    the refusal suggests; `fallback`: a function giving the run's options where it has no
+    config.json (pretrain runs written before it had one kept them in their checkpoints), or
+    None: then nothing to check."""
     saved = Path(args.out) / "config.json"
     if saved.is_file():
         config, source = json.loads(saved.read_text()), "its config.json"
-    elif fallback is not None:
-        config, source = dict(fallback), "its checkpoint"
+    elif fallback is not None and (kept := fallback()) is not None:  # read only for such a run
+        config, source = dict(kept), "its checkpoint"
     else:
         return args
     # the options named on the command line: parse again into a namespace where every option
@@ -84,6 +87,27 @@ def resumed_options(parser, argv, args, runtime_args, hint="", fallback=None):
                          "a new run with another --out" + (f" ({hint})" if hint else ""))
     config.update({k: getattr(args, k) for k in runtime_args})
     return argparse.Namespace(**{**vars(args), **config})  # options newer than the run: defaults
+
+
+def resume_point(out, resume: bool, log=print):
+    """Where a run with output folder `out` starts: the newest checkpoint of out/checkpoints
+    with --resume (None, said so, when there is none: a new run), else None. A new run never
+    starts in a folder that holds another (a checkpoint, or a finished run's summary.json): its
+    files would mix, or the new run would delete the old one's. One rule for train, sentiment
+    and pretrain."""
+    out = Path(out)
+    found = latest_checkpoint(out / "checkpoints")
+    finished = (out / "summary.json").is_file()
+    if not resume:
+        if found is not None or finished:
+            raise SystemExit(f"{out} already holds a run: pass --resume to continue it, or another --out")
+        return None
+    if found is None:
+        if finished:  # its checkpoints were deleted: nothing to go on from
+            raise SystemExit(f"{out} holds a finished run without checkpoints: nothing to resume; "
+                             "pass another --out")
+        log(f"--resume: no checkpoint in {out / 'checkpoints'}, starting a new run")
+    return found
 
 
 def pick_device(name: str = None) -> torch.device:

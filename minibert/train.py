@@ -61,7 +61,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from minibert.batching import bucketed_batches
-from minibert.checkpoint import load_training_state, resume_point, save_training_state, write_json
+from minibert.checkpoint import load_training_state, save_training_state, write_json
 from minibert.data import TASKS, load_datasets
 from minibert.ema import EMA
 from minibert.evaluate import METRICS, evaluate, majority_baseline, metrics_from_outputs, write_split_predictions
@@ -70,7 +70,7 @@ from minibert.optim import AdamW
 from minibert.paths import data_dir, weights_dir
 from minibert.pcgrad import averaged, distributed, pc_backward
 from minibert.runtime import (HelpFormatter, MetricsLog, StopRequest, autocast, device_name, option_error,
-                              pick_device, resumed_options, seed_everything)
+                              pick_device, resume_point, resumed_options, seed_everything)
 from minibert.schedule import make_scheduler
 from minibert.tokenizer import WordPieceTokenizer
 
