@@ -233,6 +233,13 @@ def test_vocabulary_attributes(tok):
     assert int(tok.is_continuation.sum()) == sum(t.startswith("##") for t in tok.ids_to_tokens)
 
 
+@pytest.mark.parametrize("padding, T", [("longest", 0), ("max_length", 16)])
+def test_empty_batch_is_two_dimensional(tok, padding, T):
+    batch = tok([], max_length=16, padding=padding)
+    for key in ("input_ids", "attention_mask", "token_type_ids"):
+        assert batch[key].shape == (0, T) and batch[key].dtype == torch.long, key
+
+
 @pytest.mark.parametrize("text", ["", " ", "\t\n \u3000\xa0", "\x00\u200b\ufffd"])
 def test_empty_text_gives_cls_sep(tok, text):
     assert tok.encode(text) == [tok.cls_id, tok.sep_id]
@@ -256,6 +263,8 @@ def test_bad_arguments(tok, tmp_path):
         tok(["a"], padding="right")
     with pytest.raises(ValueError, match="at least 3"):
         tok.encode("a", "b", max_length=2)
+    with pytest.raises(ValueError, match="needs a max_length"):
+        tok(["a"], max_length=None, padding="max_length")
     with pytest.raises(TypeError, match="list of str"):
         tok(123)
     with pytest.raises(FileNotFoundError, match="vocab.txt"):

@@ -274,7 +274,7 @@ class MultitaskBERT(nn.Module):
         # BEGIN SOLUTION
         h = self.encode(input_ids, attention_mask)  # (B, T, C)
         s = self.alpha1 * h[:, 0] + self.alpha2 * mean_pool(h, attention_mask)  # (B, C), eq. 1
-        s = self.dropout(self.sst_norm(F.relu(self.sst_hidden(s))))  # (B, H)
+        s = self.dropout(self.sst_norm(F.relu(self.sst_hidden(s))))  # (B, sst_hidden)
         return self.sst_out(s)  # (B, num_labels); argmax is the prediction (eq. 2)
         # END SOLUTION
 

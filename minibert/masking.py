@@ -3,7 +3,9 @@
 BERT's pretraining objective (Devlin et al. 2019, section 3.1 "Task #1: Masked LM"), which
 the paper continues on the task sentences before fine-tuning (MT-BERT section 4.3):
 
-    1. select 15% of the tokens that are neither special ([CLS], [SEP], [PAD], ...) nor padding;
+    1. select each token that is neither special ([CLS], [SEP], [PAD], ...) nor padding
+       independently with probability 15% (as transformers' DataCollatorForLanguageModeling
+       does), so the number selected varies from batch to batch and can be zero;
     2. of the selected tokens, replace 80% by [MASK], 10% by a random token, keep 10% as they are;
     3. the model must predict the original token at every selected position, and nowhere else.
 
@@ -107,7 +109,8 @@ def select_and_replace(input_ids, maskable, continuation, candidates, mask_id, g
     Draw exactly three (B, T) tensors from `generator`, whatever the input, so that the
     masks depend only on the generator's seed and the batch."""
     # BEGIN SOLUTION
-    # Three draws of the full shape, always, so the masks depend only on the seed and the shape.
+    # Three draws of the full shape, always, so the random numbers depend only on the seed and
+    # the shape (the masks then also depend on which tokens are maskable).
     shape, dev = input_ids.shape, generator.device
     u_select = torch.rand(shape, generator=generator, device=dev).to(input_ids.device)   # (B, T)
     u_action = torch.rand(shape, generator=generator, device=dev).to(input_ids.device)   # (B, T)

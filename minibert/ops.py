@@ -63,8 +63,8 @@ def normal_pdf(u):
 
 
 class BiasGelu(torch.autograd.Function):
-    """y = GELU(x + b), erf form. Saves only x for the backward (b is a parameter, kept anyway):
-    d GELU(u) / du = Phi(u) + u * phi(u), recomputed from u = x + b."""
+    """y = GELU(x + b), erf form. Saves its inputs x and b for the backward, not u = x + b nor
+    y: d GELU(u) / du = Phi(u) + u * phi(u), recomputed from u = x + b."""
 
     @staticmethod
     def forward(ctx, x, bias):
@@ -153,9 +153,11 @@ def add_layer_norm(x, residual, weight, bias, eps: float):
 def sdpa_mask(attention_mask):
     """(B, T) of 1 = token, 0 = padding  ->  (B, 1, 1, T) booleans, True = may attend, or None.
 
-    None (no padding at all) lets SDPA pick the flash kernel, which takes no mask. A boolean
-    mask selects the memory-efficient kernel and, unlike model.additive_mask, needs no dtype
-    to match the activations (bf16 under autocast)."""
+    None is returned only when the caller passes no mask at all (None); it lets SDPA pick the
+    flash kernel, which takes no mask. A batch without padding still gets a boolean mask (of
+    all True), and every caller in this codebase passes the tokenizer's attention_mask. A
+    boolean mask selects the memory-efficient kernel and, unlike model.additive_mask, needs
+    no dtype to match the activations (bf16 under autocast)."""
     if attention_mask is None:
         return None
     return attention_mask[:, None, None, :].bool()  # (B, 1, 1, T)

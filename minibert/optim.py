@@ -236,13 +236,13 @@ class AdamW(torch.optim.Optimizer):
         states = [self.state[p] for p in params]
         torch._foreach_add_([s["step"] for s in states], 1)
 
-        # The step-dependent scalars, once for the bucket.
+        # The scalars, once for the bucket. decay does not depend on the step.
+        decay = 1 - lr * group["weight_decay"]
         if t is not None:
             # Python floats, as torch.optim.AdamW computes them: the kernels take them as
             # arguments, so they cost no kernel launches of their own.
             bias_correction2_sqrt = (1 - beta2**t) ** 0.5
             neg_step_size = (lr / (1 - beta1**t)) * -1
-            decay = 1 - lr * group["weight_decay"]
         else:
             # 0-d tensors on the device, computed in float64 (as the floats above) and
             # rounded once to the precision the kernels use. Only _foreach_mul_/_foreach_div_
@@ -252,7 +252,6 @@ class AdamW(torch.optim.Optimizer):
             scalar_dtype = torch.float64 if params[0].dtype == torch.float64 else torch.float32
             bias_correction2_sqrt = (1 - beta2**t).sqrt().to(scalar_dtype)
             neg_step_size = (-lr / (1 - beta1**t)).to(scalar_dtype)
-            decay = 1 - lr * group["weight_decay"]
             if isinstance(decay, torch.Tensor):  # a tensor lr: keep the kernels' scalars on their device
                 decay = decay.to(params[0].device)
         scalars = dict(decay=decay, beta1=beta1, beta2=beta2, eps=group["eps"],

@@ -144,17 +144,16 @@ def averaged(grads, params):
     return [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, params)]
 
 
-def pc_backward(losses, shared_params, head_params=(), generator=None, reduction="sum", fast=True):
+def pc_backward(losses, shared_params, head_params=(), generator=None, fast=True):
     """Set .grad of every parameter from K task losses with PCGrad on the shared parameters.
 
     shared_params: parameters every task uses (the encoder); head_params: the rest, each used
-    by one task. reduction: "sum" of projected gradients (Yu et al.) or their "mean".
+    by one task. The shared parameters' update is the sum of the projected task gradients
+    (Yu et al., Algorithm 1); each head's, its own task's gradient.
     fast: the Gram-matrix path (`pcgrad_weights`); False: the readable `pcgrad_project` on
     flat vectors. Returns the number of conflicting pairs among the original task gradients
     (a 0-dim tensor).
     """
-    if reduction not in ("sum", "mean"):
-        raise ValueError(f"reduction {reduction!r}: expected 'sum' or 'mean'")
     shared_params = [p for p in shared_params if p.requires_grad]
     head_params = [p for p in head_params if p.requires_grad]
     params = shared_params + head_params
@@ -166,9 +165,8 @@ def pc_backward(losses, shared_params, head_params=(), generator=None, reduction
     shared = [gs[:n] for gs in task_grads]  # K x [gradient of each shared parameter]
     gram = gram_matrix(shared)  # (K, K)
     conflicts = (gram.triu(1) < 0).sum()  # pairs i < j with g_i . g_j < 0
-    scale = 1 / len(losses) if reduction == "mean" else 1.0
     if fast and gram.diagonal().min() >= TINY_SQ_NORM:
-        w = (pcgrad_weights(gram, generator) * scale).tolist()
+        w = pcgrad_weights(gram, generator).tolist()
         for p, *gs in zip(shared_params, *shared):
             merged = gs[0] * w[0]
             for g, wk in zip(gs[1:], w[1:]):
@@ -176,7 +174,7 @@ def pc_backward(losses, shared_params, head_params=(), generator=None, reduction
             p.grad = merged
     else:
         flat = [flatten(gs, shared_params) for gs in shared]  # K x (n_shared,)
-        merged = torch.stack(pcgrad_project(flat, generator)).sum(0) * scale  # (n_shared,)
+        merged = torch.stack(pcgrad_project(flat, generator)).sum(0)  # (n_shared,)
         set_grads(shared_params, merged)
     for p, *gs in zip(head_params, *[gs[n:] for gs in task_grads]):
         p.grad = sum(gs)  # each head: its own task's gradient, zeros from the others
