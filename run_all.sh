@@ -25,19 +25,24 @@ PROFILE="" FORCE=0 ONLY="" SETUP_ONLY=0 KEEP_GOING=0 JOBS=""
 DATA_DIR="${MINIBERT_DATA:-}" WEIGHTS="${MINIBERT_WEIGHTS:-}" RUNS="runs"
 while [ $# -gt 0 ]; do
   case "$1" in
-    --profile) PROFILE="$2"; shift 2 ;;
+    --profile|--only|--jobs|--data-dir|--weights|--runs)
+      [ $# -ge 2 ] || { echo "run_all.sh: $1 needs a value (see --help)" >&2; exit 2; }
+      case "$1" in
+        --profile) PROFILE="$2" ;; --only) ONLY="$2" ;; --jobs) JOBS="$2" ;;
+        --data-dir) DATA_DIR="$2" ;; --weights) WEIGHTS="$2" ;; --runs) RUNS="$2" ;;
+      esac
+      shift 2 ;;
     --force) FORCE=1; shift ;;
-    --only) ONLY="$2"; shift 2 ;;
     --keep-going) KEEP_GOING=1; shift ;;
-    --jobs) JOBS="$2"; shift 2 ;;
-    --data-dir) DATA_DIR="$2"; shift 2 ;;
-    --weights) WEIGHTS="$2"; shift 2 ;;
-    --runs) RUNS="$2"; shift 2 ;;
     --setup-only) SETUP_ONLY=1; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;  # the header above
     *) echo "run_all.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
+# the options' values, checked before the setup's minutes
+case "$PROFILE" in ''|quick|full) ;; *) echo "run_all.sh: --profile is quick or full" >&2; exit 2 ;; esac
+case "$JOBS" in '') ;; *[!0-9]*|0) echo "run_all.sh: --jobs takes a number, 1 or more" >&2; exit 2 ;; esac
+[ -n "$RUNS" ] || { echo "run_all.sh: --runs needs a folder" >&2; exit 2; }
 
 PY="${PYTHON:-python3}"
 say() { printf '\n== %s\n' "$*"; }
@@ -89,10 +94,7 @@ jobs = max(1, min(4, torch.cuda.get_device_properties(0).total_memory // (12 * 2
 print(int(c), jobs, os.cpu_count() or 1, QUICK['limit'], 'torch', torch.__version__, 'cuda' if c else 'cpu')")
 EOF
 [ -n "$PROFILE" ] || { [ "$HAS_CUDA" = 1 ] && PROFILE=full || PROFILE=quick; }
-case "$PROFILE" in quick|full) ;; *) echo "run_all.sh: --profile is quick or full" >&2; exit 2 ;; esac
 JOBS="${JOBS:-$DEFAULT_JOBS}"
-case "$JOBS" in ''|*[!0-9]*|0) echo "run_all.sh: --jobs takes a number, 1 or more" >&2; exit 2 ;; esac
-[ -n "$RUNS" ] || { echo "run_all.sh: --runs needs a folder" >&2; exit 2; }
 if [ "$JOBS" != 1 ] && [ -z "${OMP_NUM_THREADS:-}" ]; then  # share the CPU cores between the stages
   export OMP_NUM_THREADS=$(( CPUS / JOBS ))
   [ "$OMP_NUM_THREADS" -gt 0 ] || OMP_NUM_THREADS=1
@@ -153,7 +155,7 @@ stage() {  # stage NAME [--after "NAME ..." | --last] command...
   NAMES+=("$name"); NEEDS+=("$after"); CMDS+=("$(printf '%q ' "$@")")
 }
 M="$PY -m minibert"
-TRAIN="$M train --data-dir $DATA_DIR $QUICK_TRAIN $LIMIT"
+TRAIN=($M train --data-dir "$DATA_DIR" $QUICK_TRAIN $LIMIT)  # an array: a data path may hold spaces
 
 # steps 1-3: each assignment grades its step with the checks, then shows it working
 stage model-check     $PY assignments/01_bert_sanity.py
@@ -162,27 +164,27 @@ stage optimizer-check $PY assignments/03_optimizer.py --quick
 stage sentiment-sst   $M sentiment --dataset sst --option finetune $SENT_ARGS --out "$RUNS/sentiment-sst"
 stage sentiment-cfimdb $M sentiment --dataset cfimdb --option finetune $CF_ARGS --out "$RUNS/sentiment-cfimdb"
 stage pretrain        $M pretrain --data-dir "$DATA_DIR" $PT_ARGS --out "$RUNS/pretrain"
-stage baseline        $TRAIN --stage baseline --epochs $MT_EPOCHS --out "$RUNS/baseline"
-stage mt-round-robin  $TRAIN --stage multitask --schedule round-robin --epochs $MT_EPOCHS --out "$RUNS/mt-round-robin"
-stage mt-random       $TRAIN --stage multitask --schedule random --epochs $MT_EPOCHS --out "$RUNS/mt-random"
-stage mt-pcgrad       $TRAIN --stage multitask --schedule pcgrad --epochs $MT_EPOCHS --out "$RUNS/mt-pcgrad"
+stage baseline        "${TRAIN[@]}" --stage baseline --epochs $MT_EPOCHS --out "$RUNS/baseline"
+stage mt-round-robin  "${TRAIN[@]}" --stage multitask --schedule round-robin --epochs $MT_EPOCHS --out "$RUNS/mt-round-robin"
+stage mt-random       "${TRAIN[@]}" --stage multitask --schedule random --epochs $MT_EPOCHS --out "$RUNS/mt-random"
+stage mt-pcgrad       "${TRAIN[@]}" --stage multitask --schedule pcgrad --epochs $MT_EPOCHS --out "$RUNS/mt-pcgrad"
 stage pt-mt    --after pretrain \
-  $TRAIN --stage multitask --schedule round-robin --epochs $MT_EPOCHS \
+  "${TRAIN[@]}" --stage multitask --schedule round-robin --epochs $MT_EPOCHS \
   --weights "$RUNS/pretrain/model" --name "pretrain + mt round-robin" --out "$RUNS/pt-mt"
 stage mt-st    --after mt-round-robin \
-  $TRAIN --stage single-task --epochs $ST_EPOCHS --weights "$RUNS/mt-round-robin/best" \
+  "${TRAIN[@]}" --stage single-task --epochs $ST_EPOCHS --weights "$RUNS/mt-round-robin/best" \
   --name "mt round-robin + single-task" --out "$RUNS/mt-st"
 stage pt-mt-st --after pt-mt \
-  $TRAIN --stage single-task --epochs $ST_EPOCHS --weights "$RUNS/pt-mt/best" \
+  "${TRAIN[@]}" --stage single-task --epochs $ST_EPOCHS --weights "$RUNS/pt-mt/best" \
   --name "pretrain + mt + single-task" --out "$RUNS/pt-mt-st"
 # beyond the paper: the paraphrase head as a cross-encoder (minibert/heads.py), and R-Drop on
 # SST in the multitask stage (results/study.md): the best pipeline
 cross_pipeline() {  # cross_pipeline NAME SEED LABEL: its multitask stage NAME, then NAME-st
   stage "$1" \
-    $TRAIN --stage multitask --schedule round-robin --para-input cross --sst-rdrop 1 --epochs $MT_EPOCHS \
+    "${TRAIN[@]}" --stage multitask --schedule round-robin --para-input cross --sst-rdrop 1 --epochs $MT_EPOCHS \
     --seed "$2" --name "mt round-robin, cross PD$3" --out "$RUNS/$1"
   stage "$1-st" --after "$1" \
-    $TRAIN --stage single-task --epochs $ST_EPOCHS --weights "$RUNS/$1/best" \
+    "${TRAIN[@]}" --stage single-task --epochs $ST_EPOCHS --weights "$RUNS/$1/best" \
     --seed "$2" --name "mt cross + single-task$3" --out "$RUNS/$1-st"
 }
 ensemble_stage() {  # ensemble_stage NAME MEMBER...: the members' best/ averaged, once they are done
@@ -197,7 +199,7 @@ if [ "$PROFILE" = full ]; then  # too long for quick: two more seeds of the best
   # an STS specialist: a cross-encoder STS head on mt-cross's encoder (which learnt to read
   # joined pairs from Quora), trained on STS alone; it votes on STS only in the ensemble
   stage sts-cross --after mt-cross \
-    $TRAIN --stage multitask --tasks sts --sts-input cross --epochs $MT_EPOCHS \
+    "${TRAIN[@]}" --stage multitask --tasks sts --sts-input cross --epochs $MT_EPOCHS \
     --weights "$RUNS/mt-cross/best/encoder" --name "STS cross-encoder on mt-cross" --out "$RUNS/sts-cross"
   SEED_MEMBERS="mt-cross-st mt-cross-seed1-st mt-cross-seed2-st sts-cross"
   ensemble_stage ensemble-seeds $SEED_MEMBERS
@@ -206,10 +208,10 @@ if [ "$PROFILE" = full ]; then  # too long for quick: two more seeds of the best
   # study's best kind of ensemble
   for seed in 0 1; do
     stage "sst-alone-$seed" \
-      $TRAIN --stage multitask --tasks sst --sst-rdrop 3 --epochs 4 --seed "$seed" \
+      "${TRAIN[@]}" --stage multitask --tasks sst --sst-rdrop 3 --epochs 4 --seed "$seed" \
       --name "SST alone, R-Drop 3, seed $seed" --out "$RUNS/sst-alone-$seed"
     stage "sts-alone-$seed" \
-      $TRAIN --stage multitask --tasks sts --sts-rdrop 1 --epochs 3 --seed "$seed" \
+      "${TRAIN[@]}" --stage multitask --tasks sts --sts-rdrop 1 --epochs 3 --seed "$seed" \
       --name "STS alone, R-Drop 1, seed $seed" --out "$RUNS/sts-alone-$seed"
   done
   ensemble_stage ensemble-best $SEED_MEMBERS sst-alone-0 sst-alone-1 sts-alone-0 sts-alone-1

@@ -20,9 +20,12 @@ from _common import ROOT, step_main
 def demo(args, rest) -> int:
     from _common import run_minibert
 
-    if "--checkpoints" in rest:
-        return run_minibert("ensemble", "--out", "runs/ensemble", *rest)
+    from minibert.train import QUICK
+
     prefix = "quick-" if args.quick else ""
+    quick = ["--limit", str(QUICK["limit"])] if args.quick else []  # the quick runs' dev subset
+    if "--checkpoints" in rest:
+        return run_minibert("ensemble", "--out", f"runs/{prefix}ensemble", *quick, *rest)
     found = sorted(str(p.parent.relative_to(ROOT)) for p in ROOT.glob(f"runs/{prefix}*/best/heads.json"))
     if not args.quick:
         found = [f for f in found if not Path(f).parent.name.startswith("quick-")]
@@ -30,9 +33,6 @@ def demo(args, rest) -> int:
     if not found:
         print("no trained models in runs/*/best: run steps 6 to 8 first (or pass --checkpoints)")
         return 1
-    from minibert.train import QUICK
-
-    quick = ["--limit", str(QUICK["limit"])] if args.quick else []  # the quick runs' dev subset
     return run_minibert("ensemble", "--checkpoints", *found, "--out", f"runs/{prefix}ensemble", *quick, *rest)
 
 

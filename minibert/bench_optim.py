@@ -134,7 +134,10 @@ def markdown_table(result: dict) -> str:
 
 def parser(prog: str, doc: str, steps: int, warmup: int, what: str) -> argparse.ArgumentParser:
     """The options of a benchmark on MiniLM's parameter shapes (bench-optim, bench-pcgrad)."""
-    p = argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0])
+    # The docstring's first paragraph, which may span several lines: its first line alone can
+    # end mid-sentence.
+    summary = " ".join(doc.split("\n\n")[0].split())
+    p = argparse.ArgumentParser(prog=prog, description=summary, allow_abbrev=False)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--steps", type=int, default=steps, help=f"timed steps per {what} (median reported)")
     p.add_argument("--warmup", type=int, default=warmup, help=f"untimed steps per {what} first")

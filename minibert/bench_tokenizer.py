@@ -56,7 +56,8 @@ def reference_rows(vocab, sentences, repeats):
 
 
 def main(argv) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minibert bench-tokenizer", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m minibert bench-tokenizer", description=__doc__.splitlines()[0],
+                                     allow_abbrev=False)
     parser.add_argument("--data-dir", default=None, help="CS224N data folder (default: data/)")
     parser.add_argument("--vocab", default=None, help="vocab.txt (default: the all-MiniLM-L6-v2 weights)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per row; the best counts (default 3)")

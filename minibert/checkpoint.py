@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from safetensors.torch import load as _st_load, save as _st_save
 
-from minibert.errors import InputError, WeightsError  # noqa: F401  (WeightsError: imported from here too)
+from minibert.errors import WeightsError  # the modules that read weights import it from here
 
 
 def read_safetensors(path) -> dict:

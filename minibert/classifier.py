@@ -3,7 +3,7 @@
     sentence --BERT--> pooler_output (B, C) --dropout--> Linear --> class logits (B, K)
 
 pooler_output is tanh(W h_[CLS] + b), the vector BERT's pretraining (next-sentence
-prediction) taught to summarise a sequence (Devlin et al. 2018, section 3; the CS224N minbert
+prediction) taught to summarise a sequence (Devlin et al. 2019, section 3; the CS224N minbert
 assignment uses it the same way). Two ways to train it, as in that assignment (--option):
 
     pretrain   BERT frozen: only the linear layer learns (lr 1e-3). BERT is kept in eval
@@ -43,7 +43,7 @@ from minibert.data import NUM_CLASSES, load_datasets
 from minibert.evaluate import majority_baseline, predict_dataset, score, write_predictions
 from minibert.model import BertModel
 from minibert.optim import AdamW
-from minibert.paths import data_dir, weights_dir
+from minibert.paths import DATA_DIR_HELP, data_dir, weights_dir
 from minibert.runtime import (HelpFormatter, MetricsLog, autocast, device_name, option_error, pick_device,
                               resume_point, resumed_options, seed_everything)
 from minibert.tokenizer import WordPieceTokenizer
@@ -112,7 +112,7 @@ class PooledFeatures(nn.Module):
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m minibert sentiment", description=__doc__.split("\n\n")[0],
-                                formatter_class=HelpFormatter)
+                                formatter_class=HelpFormatter, allow_abbrev=False)
     p.add_argument("--dataset", choices=sorted(NUM_CLASSES), default="sst")
     p.add_argument("--option", choices=sorted(OPTIONS), default="pretrain",
                    help="pretrain: BERT frozen, train the linear layer; finetune: train everything")
@@ -125,7 +125,7 @@ def parse_args(argv):
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--max-length", type=int, help="tokens per sentence (default: 128 SST, 512 CFIMDB)")
     p.add_argument("--weights", help="a BERT folder (Hugging Face format; default all-MiniLM-L6-v2)")
-    p.add_argument("--data-dir", help="the CS224N CSVs (default: ./data)")
+    p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--limit", type=int, help="at most this many examples per split (quick runs)")
     p.add_argument("--out", help="run folder (default: runs/sentiment-DATASET-OPTION)")
     p.add_argument("--seed", type=int, default=0)
@@ -137,10 +137,10 @@ def parse_args(argv):
     args = p.parse_args(argv)
     problem = option_error(args, at_least={"epochs": 1, "batch_size": 1, "eval_batch_size": 1, "limit": 1,
                                            "max_length": 2,  # 2: [CLS] and [SEP]
-                                           "stop_after_epoch": 1},
+                                           "stop_after_epoch": 1, "lr": 0, "weight_decay": 0},
                            fractions=("dropout",))
     if problem:
-        p.error(problem)
+        raise SystemExit(problem)
     args.lr = args.lr if args.lr is not None else OPTIONS[args.option]
     args.max_length = args.max_length or (512 if args.dataset == "cfimdb" else 128)
     args.out = args.out or f"runs/sentiment-{args.dataset}-{args.option}"
@@ -215,7 +215,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     write_json(vars(args), out / "config.json")
     log = MetricsLog(out / "metrics.jsonl")
-    log.start(start if found is not None else None)  # a resumed run keeps its complete epochs' lines
+    log.start(None if found is None else lambda r: r["epoch"] < start)  # a resumed run keeps its complete epochs' lines
     name = out.name
     print(f"{name}: {args.option} on {args.dataset} ({len(train)} train, {len(dev)} dev) on {device_name(device)}"
           + (f"; resuming after epoch {start}" if found is not None else ""))

@@ -14,6 +14,7 @@ existing graders read it) and one `id,value` line per example, in the input file
 
 import argparse
 import csv
+import json
 import time
 from pathlib import Path
 
@@ -23,8 +24,8 @@ import torch
 from minibert.checkpoint import WeightsError, write_json
 from minibert.data import FORMATS, TASKS, TaskDataset, load_datasets, read_examples
 from minibert.heads import load_model, require_checkpoint, vocab_path
-from minibert.paths import data_dir
-from minibert.runtime import autocast, device_name, pick_device
+from minibert.paths import DATA_DIR_HELP, data_dir
+from minibert.runtime import autocast, device_name, option_error, pick_device, to_device
 from minibert.tokenizer import WordPieceTokenizer
 
 HEADERS = {"sst": "Predicted_Sentiment", "para": "Predicted_Is_Paraphrase", "sts": "Predicted_Similiarity"}
@@ -91,7 +92,7 @@ def predict_dataset(model, ds: TaskDataset, device, batch_size=None, both_orders
     joint = model.joint_input(ds.task)
     for idx in ds.batches(batch_size, shuffle=False, joint=joint):
         batch = ds.collate(idx, joint=joint)
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        batch = to_device(batch, device)
         with autocast(device):
             outputs.append(model.predict(ds.task, batch).float())
         order += idx
@@ -170,6 +171,25 @@ def inference_options(p) -> None:
                    "(s2, s1) where the head is not symmetric (beyond the paper; twice the inference)")
 
 
+def check_inference_options(args) -> None:
+    """The shared options' ranges, checked before any work (SystemExit with the reason)."""
+    problem = option_error(args, at_least={"batch_size": 1, "max_length": 2, "limit": 1})  # 2: [CLS], [SEP]
+    if problem:
+        raise SystemExit(problem)
+
+
+def check_output(option, path, folder) -> None:
+    """Refuse an output path that cannot be written (a folder where a file is to go, or the
+    other way round, or a file on the way) before the minutes of inference, not after."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        raise SystemExit(f"{option} {path}: a {'file' if folder else 'folder'}, expected a "
+                         f"{'folder' if folder else 'file'}")
+    for up in path.parents:
+        if up.exists() and not up.is_dir():
+            raise SystemExit(f"{option} {path}: {up} is a file, not a folder")
+
+
 def check_checkpoints(paths) -> None:
     """Refuse a path that is not a trained model with a clear message, before any work (an
     ensemble would otherwise lose the minutes spent on the members before it)."""
@@ -182,13 +202,17 @@ def check_checkpoints(paths) -> None:
 
 def predict_main(argv=None) -> int:
     """Write predictions of one checkpoint for any CSV in the CS224N format of a task."""
-    p = argparse.ArgumentParser(prog="python -m minibert predict", description=predict_main.__doc__)
+    p = argparse.ArgumentParser(prog="python -m minibert predict", description=predict_main.__doc__,
+                                allow_abbrev=False)
     p.add_argument("--checkpoint", required=True, help="a MultitaskBERT folder (e.g. runs/NAME/best)")
     p.add_argument("--task", required=True, choices=TASKS)
     p.add_argument("--input", required=True, help="a CSV of the task (labels optional)")
     p.add_argument("--output", required=True, help="the prediction CSV to write")
     inference_options(p)
     args = p.parse_args(argv)
+    args.limit = None  # predict reads the whole --input
+    check_inference_options(args)
+    check_output("--output", args.output, folder=False)
     check_checkpoints([args.checkpoint])
     device = pick_device(args.device)
     model = load_model(args.checkpoint).to(device)
@@ -211,13 +235,21 @@ def ensemble_main(argv=None) -> int:
     probabilities, STS scores), each task over the checkpoints trained for it (a `train
     --tasks sts` specialist votes on STS only); evaluate on dev and write dev and test
     prediction files."""
-    p = argparse.ArgumentParser(prog="python -m minibert ensemble", description=ensemble_main.__doc__)
+    p = argparse.ArgumentParser(prog="python -m minibert ensemble", description=ensemble_main.__doc__,
+                                allow_abbrev=False)
     p.add_argument("--checkpoints", nargs="+", required=True, help="MultitaskBERT folders")
     p.add_argument("--out", required=True, help="folder for summary.json and predictions/")
-    p.add_argument("--data-dir")
+    p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--limit", type=int, help="at most this many examples per task and split")
     inference_options(p)
     args = p.parse_args(argv)
+    check_inference_options(args)
+    check_output("--out", args.out, folder=True)
+    summary = Path(args.out) / "summary.json"
+    if (Path(args.out) / "checkpoints").exists() or (
+            summary.is_file() and json.loads(summary.read_text()).get("stage") != "ensemble"):
+        raise SystemExit(f"--out {args.out} holds a training run: an ensemble would overwrite its "
+                         "summary.json and predictions/; pick another folder")
     check_checkpoints(args.checkpoints)
     device = pick_device(args.device)
     t0 = time.perf_counter()

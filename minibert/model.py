@@ -1,4 +1,4 @@
-"""BERT, the encoder (Devlin et al. 2018), written on plain torch tensors.
+"""BERT, the encoder (Devlin et al. 2019), written on plain torch tensors.
 
     input_ids (B, T) --embeddings--> x (B, T, C) --N x BertLayer--> h (B, T, C) --pooler--> (B, C)
 
@@ -50,7 +50,9 @@ def additive_mask(attention_mask, dtype):
 
     Added to the attention scores before the softmax, it gives padding keys zero weight.
     We use the dtype's most negative finite number, not -inf, so that a row whose keys are
-    all padding gives a uniform softmax instead of NaN (its output is ignored anyway)."""
+    all padding gives a uniform softmax instead of NaN (its output is ignored anyway). That
+    holds in the mask's own dtype: a cast to bf16 rounds float32's min to -inf. The
+    tokenizer never makes an all-padding row ([CLS] and [SEP] are always there)."""
     mask = attention_mask[:, None, None, :].to(dtype)  # (B, 1, 1, T)
     return (1.0 - mask) * torch.finfo(dtype).min
 
@@ -242,7 +244,7 @@ class BertModel(nn.Module):
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, C)
-        if self.fast:  # None (no padding) lets SDPA use its flash kernel
+        if self.fast:  # None only if no attention_mask was passed: then SDPA may use flash
             mask = sdpa_mask(attention_mask)
         else:
             if attention_mask is None:
@@ -331,7 +333,7 @@ def main(argv=None) -> int:
     from minibert.paths import weights_dir
     from minibert.tokenizer import WordPieceTokenizer
 
-    p = argparse.ArgumentParser(prog="python -m minibert check-model", description=main.__doc__)
+    p = argparse.ArgumentParser(prog="python -m minibert check-model", description=main.__doc__, allow_abbrev=False)
     p.add_argument("--weights", help="a Hugging Face-format BERT folder (default: all-MiniLM-L6-v2)")
     args = p.parse_args(argv)
     folder = weights_dir(args.weights)

@@ -7,6 +7,10 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WEIGHTS = ROOT / "weights" / "all-MiniLM-L6-v2"
 
 
+DATA_DIR_HELP = ("the CS224N CSVs (default: $MINIBERT_DATA, else ./data, else the project's data/, "
+                 "else ../shared/data)")
+
+
 def data_dir(override=None) -> Path:
     """The data folder: an explicit --data-dir, else $MINIBERT_DATA, else ./data, else the
     project's data/ (usually a link `data -> ../shared/data`), else ../shared/data itself."""

@@ -49,13 +49,13 @@ from tqdm import tqdm
 
 from minibert.batching import bucketed_batches, pad_batch
 from minibert.checkpoint import latest_checkpoint, load_training_state, save_training_state, write_json
-from minibert.data import DataError, file_name, missing_data_message, read_examples
+from minibert.data import check_data_dir, file_name, read_examples
 from minibert.masking import mask_tokens
 from minibert.mlm import BertForMLM
 from minibert.optim import AdamW
-from minibert.paths import data_dir, weights_dir
+from minibert.paths import DATA_DIR_HELP, data_dir, weights_dir
 from minibert.runtime import (HelpFormatter, MetricsLog, StopRequest, autocast, device_name, option_error,
-                              pick_device, resume_point, resumed_options, seed_everything)
+                              pick_device, resume_point, resumed_options, seed_everything, to_device)
 from minibert.schedule import make_scheduler
 from minibert.tokenizer import WordPieceTokenizer
 
@@ -75,15 +75,13 @@ def corpus_sentences(folder, splits=("train",)):
     """Every sentence of the four tasks' files of `splits`, de-duplicated in first-seen order.
     Returns (sentences, {file name: sentences read}). Missing test files are skipped (the
     project's data has no quora-test-student.csv); a missing train or dev file is an error."""
-    folder = Path(folder)
+    folder = check_data_dir(folder, CORPUS_TASKS, [s for s in splits if s != "test"])
     seen, counts = {}, {}
     for split in splits:
         for task in CORPUS_TASKS:
             path = folder / file_name(task, split)
-            if not path.is_file():
-                if split == "test":
-                    continue
-                raise DataError(missing_data_message(folder) + f"\nMissing: {path.name}")
+            if not path.is_file():  # a test file (check_data_dir has seen the others)
+                continue
             examples = read_examples(path, task)
             counts[path.name] = sum(len(ex.texts) for ex in examples)
             for ex in examples:
@@ -117,10 +115,6 @@ class Masker:
             vocab_size=len(self.tok), generator=generator, mlm_prob=self.mlm_prob,
             whole_word=self.whole_word, is_continuation=self.tok.is_continuation)
         return batch
-
-
-def to_device(batch: dict, device) -> dict:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
 def epoch_batches(lengths, batch_size: int, seed: int, epoch: int) -> list:
@@ -177,9 +171,9 @@ def set_encoder_trainable(model: BertForMLM, trainable: bool) -> None:
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m minibert pretrain", description=__doc__.split("\n")[0],
-                                formatter_class=HelpFormatter)
+                                formatter_class=HelpFormatter, allow_abbrev=False)
     p.add_argument("--weights", default=None, help="HF-format BERT folder to start from (default all-MiniLM-L6-v2)")
-    p.add_argument("--data-dir", default=None, help="folder of the task CSVs (default ./data)")
+    p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--out", default="runs/pretrain", help="run folder")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (overrides --epochs)")
@@ -212,14 +206,15 @@ def parse_args(argv):
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     args = p.parse_args(argv)
     problem = option_error(args, at_least={"epochs": 1, "max_steps": 1, "batch_size": 1, "log_every": 1,
-                                           "save_every": 1, "limit": 1, "max_length": 2},  # 2: [CLS] and [SEP]
+                                           "save_every": 1, "limit": 1, "max_length": 2,  # 2: [CLS] and [SEP]
+                                           "lr": 0, "head_lr": 0, "weight_decay": 0},
                            fractions=("warmup_frac",))
     if problem:
-        p.error(problem)
+        raise SystemExit(problem)
     if not 0 < args.heldout_frac < 1:
-        p.error(f"--heldout-frac {args.heldout_frac}: expected a fraction above 0 and below 1")
+        raise SystemExit(f"--heldout-frac {args.heldout_frac}: expected a fraction above 0 and below 1")
     if not 0 < args.mlm_prob <= 1:
-        p.error(f"--mlm-prob {args.mlm_prob}: expected a fraction above 0, at most 1")
+        raise SystemExit(f"--mlm-prob {args.mlm_prob}: expected a fraction above 0, at most 1")
     if args.resume:
         args = resumed_options(p, argv, args, RUNTIME_ARGS, fallback=lambda: options_in_checkpoint(args.out))
     return args
@@ -270,7 +265,7 @@ def main(argv=None) -> int:
     model = BertForMLM.from_pretrained(folder, log=log)
     head_is_new = not model.head_loaded
     model.to(device).train()
-    head_lr = args.head_lr or (1e-3 if head_is_new else args.lr)
+    head_lr = args.head_lr if args.head_lr is not None else (1e-3 if head_is_new else args.lr)
     optimizer = AdamW(param_groups(model, args.weight_decay, args.lr, head_lr), lr=args.lr,
                       weight_decay=args.weight_decay, foreach=True)
     steps_per_epoch = len(epoch_batches(lengths, args.batch_size, args.seed, 0))
@@ -289,9 +284,10 @@ def main(argv=None) -> int:
         step, epoch, batch_in_epoch = state["step"], extra["epoch"], extra["batch_in_epoch"]
         before, elapsed_before = extra["before"], extra["train_seconds"]
         log(f"resumed {resume_from}: step {step}/{total_steps}, epoch {epoch}, batch {batch_in_epoch}")
+        # the steps after the checkpoint are done again, and the run ends with a new "after"
+        metrics.start(lambda r: r["step"] <= step and r.get("when") != "after")
     else:
-        if metrics.path.exists():
-            metrics.path.unlink()  # a new run: a fresh log
+        metrics.start()  # a new run: a fresh log
         before = evaluate(model, heldout_batches, device)
         metrics.write(event="eval", when="before", step=0, **before)
     log(f"before: held-out masked-token accuracy {before['accuracy']:.4f}, perplexity {before['perplexity']:.2f} "

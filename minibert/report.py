@@ -1,11 +1,12 @@
 """`python -m minibert results`: the results tables and learning curves of all runs.
 
-Reads every runs/*/summary.json (and metrics.jsonl) and writes
-    results/table.md          the paper's table 2 for this project (one row per multitask,
+Reads every RUNS/*/summary.json (and metrics.jsonl; --runs, default runs/) and writes, in
+--out (default RUNS/results/):
+    table.md                  the paper's table 2 for this project (one row per multitask,
                               single-task, baseline or ensemble run), the sentiment
                               classifier runs, and each run's majority-class floor: which
                               runs, if any, do not beat it on some task
-    results/learning_curves.png   dev metric per epoch, one panel per task, one line per
+    learning_curves.png       dev metric per epoch, one panel per task, one line per
                               run (the paper's figure 4), when matplotlib is installed
 """
 
@@ -169,7 +170,8 @@ def plot(runs, path) -> bool:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m minibert results", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m minibert results", description=__doc__.split("\n\n")[0],
+                                allow_abbrev=False)
     p.add_argument("--runs", default="runs", help="folder of run folders")
     p.add_argument("--out", help="where table.md and learning_curves.png go (default: RUNS/results; "
                    "the project's results/ holds the measured tables, not a scratch run's)")

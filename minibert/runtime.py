@@ -81,12 +81,21 @@ def resumed_options(parser, argv, args, runtime_args, hint="", fallback=None):
     changed = [k for k in sorted(named) if run[k] != getattr(args, k)]
     if changed:
         raise SystemExit(f"--resume continues {args.out} as it was started, and "
-                         + ", ".join(f"--{k.replace('_', '-')} {run[k]}" + ("" if k in config else " (its default: "
+                         + ", ".join(as_typed(parser, k, run[k]) + ("" if k in config else " (its default: "
                                      "the run predates the option)") for k in changed)
                          + f" in {source} differ from this command's: leave them out, or start "
                          "a new run with another --out" + (f" ({hint})" if hint else ""))
     config.update({k: getattr(args, k) for k in runtime_args})
     return argparse.Namespace(**{**vars(args), **config})  # options newer than the run: defaults
+
+
+def as_typed(parser, dest, value) -> str:
+    """Option `dest` at `value` as a user types it: "--epochs 5", and for a switch its name,
+    given or not ("--no-amp (not given)" for amp True)."""
+    action = next(a for a in parser._actions if a.dest == dest)
+    if action.nargs == 0:  # store_true / store_false
+        return f"{action.option_strings[0]} ({'given' if value == action.const else 'not given'})"
+    return f"{action.option_strings[0]} {value}"
 
 
 def resume_point(out, resume: bool, log=print):
@@ -126,6 +135,11 @@ def pick_device(name: str = None) -> torch.device:
     return device
 
 
+def to_device(batch: dict, device) -> dict:
+    """A batch's tensors on `device` (non_blocking: from pinned memory, the copy overlaps)."""
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
 def device_name(device: torch.device) -> str:
     """What a run records as its device: the GPU's name, or the CPU and its thread count."""
     if device.type == "cuda":
@@ -149,8 +163,8 @@ def seed_everything(seed: int) -> None:
 
 
 class MetricsLog:
-    """Append-only JSONL: one {"time", **record} per line, flushed at once so a killed run
-    keeps every line it wrote."""
+    """A JSONL log: one {"time", **record} per line, appended and flushed at once so a killed
+    run keeps every line it wrote; `start` sets it up for a fresh or a resumed run."""
 
     def __init__(self, path):
         self.path = Path(path)
@@ -165,10 +179,11 @@ class MetricsLog:
             return []
         return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
 
-    def start(self, resumed_at_epoch=None) -> None:
-        """A fresh run (None) starts an empty log; a run resumed at the start of epoch e keeps
-        the lines of epochs 0 .. e-1 and drops those of the epochs it is about to redo."""
-        kept = [] if resumed_at_epoch is None else [r for r in self.read() if r["epoch"] < resumed_at_epoch]
+    def start(self, keep=None) -> None:
+        """A fresh run (keep None) starts an empty log; a resumed run keeps the lines `keep`
+        accepts (those of the work its checkpoint holds, e.g. `lambda r: r["epoch"] < e` for a
+        run resumed at the start of epoch e) and drops those it is about to write again."""
+        kept = [] if keep is None else [r for r in self.read() if keep(r)]
         with atomic_path(self.path) as tmp:
             tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
 

@@ -227,6 +227,13 @@ def make_student_copy(src, out, steps=None, force=False) -> list:
     src, out = Path(src).resolve(), Path(out).resolve()
     if out == src or out in src.parents:
         raise ValueError(f"{out}: the student copy cannot be the project or a folder above it")
+    files = project_files(src)
+    # a folder inside the project may hold the project's own files: --force would delete them
+    held = [f for f in files if out in (src / f).resolve().parents]
+    if held:
+        raise ValueError(f"{out} holds files of the project ({held[0]}"
+                         + (f" and {len(held) - 1} more" if len(held) > 1 else "")
+                         + "): pick a folder outside the project, or one it ignores")
     if out.exists() and any(out.iterdir()):
         if not force:
             raise FileExistsError(f"{out} exists and is not empty: pick a new folder, or pass --force "
@@ -235,7 +242,6 @@ def make_student_copy(src, out, steps=None, force=False) -> list:
     if steps is not None and "step01" in steps:
         # the fast path (ops.py) is step 01's layer fused: left whole, it would show that step
         steps = set(steps) | {"step10"}
-    files = [f for f in project_files(src) if out not in (src / f).resolve().parents]
     # parse everything before writing anything: a marker error leaves no half-made copy
     blanked, regions = {}, []
     for rel in files:
@@ -269,7 +275,8 @@ def link_assets(out) -> list:
 
 def main(argv=None) -> int:
     """`python -m minibert make-student-copy OUT`: the project with the solution regions blanked."""
-    p = argparse.ArgumentParser(prog="python -m minibert make-student-copy", description=main.__doc__)
+    p = argparse.ArgumentParser(prog="python -m minibert make-student-copy", description=main.__doc__,
+                                allow_abbrev=False)
     p.add_argument("out", help="the folder to write (must not exist, or be empty)")
     p.add_argument("--steps", help="comma-separated steps to blank, e.g. step02,step03 (default: all)")
     p.add_argument("--source", default=str(ROOT), help="the project to copy (default: this one)")

@@ -67,10 +67,10 @@ from minibert.ema import EMA
 from minibert.evaluate import METRICS, evaluate, majority_baseline, metrics_from_outputs, write_split_predictions
 from minibert.heads import SMOOTHING_KINDS, STS_LOSSES, MultitaskBERT, is_checkpoint, load_model, vocab_path
 from minibert.optim import AdamW
-from minibert.paths import data_dir, weights_dir
+from minibert.paths import DATA_DIR_HELP, data_dir, weights_dir
 from minibert.pcgrad import averaged, distributed, pc_backward
 from minibert.runtime import (HelpFormatter, MetricsLog, StopRequest, autocast, device_name, option_error,
-                              pick_device, resume_point, resumed_options, seed_everything)
+                              pick_device, resume_point, resumed_options, seed_everything, to_device)
 from minibert.schedule import make_scheduler
 from minibert.tokenizer import WordPieceTokenizer
 
@@ -86,7 +86,7 @@ QUICK = dict(limit=300, epochs=2, batch_size=16, head_lr=3e-3, pcgrad_samples=22
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m minibert train", description=__doc__.split("\n\n")[0],
-                                formatter_class=HelpFormatter)
+                                formatter_class=HelpFormatter, allow_abbrev=False)
     p.add_argument("--stage", choices=STAGES, default="multitask")
     p.add_argument("--schedule", choices=SCHEDULES, default="round-robin",
                    help="multitask schedule (the frozen-encoder stages train all heads in one loop)")
@@ -94,7 +94,7 @@ def parse_args(argv):
                    "checkpoint (default: all-MiniLM-L6-v2)")
     p.add_argument("--out", required=True, help="the run folder, e.g. runs/multitask-round-robin")
     p.add_argument("--name", help="the run's name in the results table (default: the folder name)")
-    p.add_argument("--data-dir", help="the CS224N CSVs (default: ./data)")
+    p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--epochs", type=int, default=5, help="passes over the training data")
     p.add_argument("--lr", type=float, default=5e-5, help="the encoder's learning rate (the frozen "
                    "stages use --head-lr only)")
@@ -110,8 +110,10 @@ def parse_args(argv):
                    "GPU, 32 on a CPU)")
     p.add_argument("--weight-decay", type=float, default=1e-3, help="section 5.3")
     p.add_argument("--dropout", type=float, default=0.1, help="dropout of the heads")
-    p.add_argument("--alpha1", type=float, default=0.5, help="weight of e_[CLS] in the SST input (eq. 1)")
-    p.add_argument("--alpha2", type=float, default=0.5, help="weight of the mean pool in the SST input")
+    p.add_argument("--alpha1", type=float, help="weight of e_[CLS] in the SST input (eq. 1; default: 0.5, "
+                   "or the --weights checkpoint's)")
+    p.add_argument("--alpha2", type=float, help="weight of the mean pool in the SST input (default: 0.5, "
+                   "or the --weights checkpoint's)")
     p.add_argument("--para-input", choices=MultitaskBERT.PAIR_INPUTS, help="paraphrase head: siamese "
                    "(the paper's, each sentence encoded alone) or cross (one [CLS] s1 [SEP] s2 [SEP] "
                    "sequence, beyond the paper; default: siamese, or the --weights checkpoint's)")
@@ -173,7 +175,8 @@ def parse_args(argv):
     args.tasks = parse_tasks(args.tasks)
     problem = option_error(args, at_least={"epochs": 1, "batch_size": 1, "eval_batch_size": 1, "log_every": 1,
                                            "pcgrad_samples": 1, "limit": 1, "checkpoint_every": 0,
-                                           "max_length": 2},  # 2: [CLS] and [SEP]
+                                           "max_length": 2,  # 2: [CLS] and [SEP]
+                                           "lr": 0, "head_lr": 0, "weight_decay": 0},
                            fractions=("warmup", "dropout"))
     if problem:
         raise SystemExit(problem)
@@ -290,7 +293,7 @@ def train_step(model, step_tasks, train, device, args, shared, heads, step) -> d
             g = torch.Generator().manual_seed(args.seed * 100_003 + 7919 * step + 2 + TASKS.index(task))
             swap = (torch.rand(len(idx), generator=g) < 0.5).tolist()
         batch = train[task].collate(idx, joint=model.joint_input(task), swap=swap)
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        batch = to_device(batch, device)
         with autocast(device, args.amp):
             losses[task] = model.loss(task, batch, sts_loss=args.sts_loss, rdrop=getattr(args, f"{task}_rdrop"),
                                       smoothing=args.sst_smoothing, smoothing_kind=args.sst_smoothing_kind)
@@ -363,13 +366,15 @@ def setup_distributed(device):
     return (dist.get_rank(), dist.get_world_size()) if world > 1 else (0, 1)
 
 
-def check_pair_inputs(args, model, weights, data):
-    """--para-input / --sts-input must match a checkpoint's heads, and a joined pair must fit
-    the encoder's positions."""
+def check_head_options(args, model, weights, data):
+    """--alpha1 / --alpha2 / --para-input / --sts-input must match a checkpoint's heads (they
+    shape the heads its weights were trained in), and a joined pair must fit the encoder's
+    positions."""
+    for name in ("alpha1", "alpha2", "para_input", "sts_input"):
+        wanted, has = getattr(args, name), getattr(model, name)
+        if wanted is not None and wanted != has:
+            raise SystemExit(f"--{name.replace('_', '-')} {wanted}: the checkpoint {weights} has {has}")
     for task in ("para", "sts"):
-        wanted, has = getattr(args, f"{task}_input"), getattr(model, f"{task}_input")
-        if wanted and wanted != has:
-            raise SystemExit(f"--{task}-input {wanted}: the checkpoint {weights} has a {has} {task} head")
         if model.joint_input(task):
             pairs = [d[task] for d in data.values() if task in d]
             longest = max((n for ds in pairs for n in ds.padded_lengths(joint=True)), default=0)
@@ -428,14 +433,16 @@ def run(args) -> MultitaskBERT:
                          max_length=args.max_length, seed=args.seed, para_closure=args.para_closure)
     train, dev = data["train"], data["dev"]
 
-    model = load_model(weights, dropout=args.dropout, alpha1=args.alpha1, alpha2=args.alpha2,
-                       para_input=args.para_input or "siamese", sts_input=args.sts_input or "siamese").to(device)
+    # the head options given (the others: MultitaskBERT's defaults, or a checkpoint's own)
+    given = {k: getattr(args, k) for k in ("alpha1", "alpha2", "para_input", "sts_input")
+             if getattr(args, k) is not None}
+    model = load_model(weights, dropout=args.dropout, **given).to(device)
     frozen = args.stage != "multitask"
     # What an ensemble may take from this run's checkpoints: the tasks trained here, and, with
     # the encoder frozen, those that --weights was trained for. A fine-tuned encoder no longer
     # fits the heads of the tasks it was not trained on here.
     model.add_tasks(args.tasks, keep=frozen)
-    check_pair_inputs(args, model, weights, data)
+    check_head_options(args, model, weights, data)
     model.freeze_encoder(frozen)
     if rank:
         torch.manual_seed(args.seed + 1_000_003 * rank)  # but each process its own dropout
@@ -452,6 +459,9 @@ def run(args) -> MultitaskBERT:
                          "encoder frozen, the paper's STS has no parameters of its own)")
     plans = [my_share(epoch_plan(args, trainable, e), rank, world) for e in range(args.epochs)]
     total = sum(map(len, plans))
+    if total == 0:  # e.g. --schedule random with every drawn probability 0, or more processes than batches
+        raise SystemExit(f"--schedule {args.schedule}, {args.epochs} epoch(s): the plan has no training step "
+                         f"for this process; check --task-probs, --tasks and --limit")
     scheduler = make_scheduler(optimizer, args.lr_schedule, int(args.warmup * total), total)
 
     # where to start: a fresh run, or the newest checkpoint
@@ -466,7 +476,8 @@ def run(args) -> MultitaskBERT:
         if found is None:  # a fresh run: nothing of an older run in this folder counts
             shutil.rmtree(out / "best", ignore_errors=True)
         write_json(vars(args), out / "config.json")
-        metrics_log.start(state["epoch"] if found is not None else None)  # epochs after the checkpoint: redone
+        # the epochs after the checkpoint are redone
+        metrics_log.start(None if found is None else lambda r: r["epoch"] < state["epoch"])
         print(f"{args.stage} ({args.schedule}) on {device_name(device)}, {world} process(es); "
               f"train sizes {', '.join(f'{t} {len(d)}' for t, d in train.items())}; "
               f"{total} steps" + (f"; resuming at step {state['step']}" if found else ""))
@@ -575,11 +586,22 @@ def finish(args, name, out, data, device, elapsed, world, dev_outputs):
     _, test_out = evaluate(model, data["test"], device, args.eval_batch_size)
     write_split_predictions(out / "predictions", "test", data["test"], test_out)
     rows = MetricsLog(out / "metrics.jsonl").read()
+
+    def best_epoch(key):  # the epoch of the first best `key`, as BestTracker kept it
+        return max((r for r in rows if key in r["dev"]), key=lambda r: r["dev"][key])["epoch"]
+
+    # the epoch each dev figure comes from: multitask, best/'s (the best overall) for every one;
+    # frozen, each task's own (the overall figure is their mean, of no one epoch)
+    if not rows:
+        epochs = {}
+    elif args.stage == "multitask":
+        epochs = dict.fromkeys(dev_metrics, best_epoch("overall"))
+    else:
+        epochs = {k: best_epoch(k) for k in dev_metrics if k != "overall"}
     write_json({"name": name, "stage": args.stage, "schedule": args.schedule if args.stage == "multitask" else None,
                 "para_input": model.para_input, "sts_input": model.sts_input, "config": vars(args), "dev": dev_metrics,
                 "majority": majority_baseline(data["train"], data["dev"]),
-                "best_epoch": {k: max((r for r in rows if k in r["dev"]), key=lambda r: r["dev"][k])["epoch"]
-                               for k in dev_metrics} if rows else {},
+                "best_epoch": epochs,
                 "wall_time_s": round(elapsed, 1), "device": device_name(device), "world_size": world,
                 "torch": torch.__version__}, out / "summary.json")
     print(f"{name}: best dev " + ", ".join(f"{k} {v:.4f}" for k, v in dev_metrics.items())

