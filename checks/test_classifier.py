@@ -96,6 +96,30 @@ def test_cached_features_give_the_same_logits(world, tmp_path):
     torch.testing.assert_close(cached, direct, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("freeze", [True, False])
+def test_logits_equal_transformers_pooler_times_linear(world, freeze):
+    """In eval mode (dropout off) the logits are pooler_output @ W.T + b, pooler_output
+    computed by transformers' BertModel (the reference) on the same weights, padded rows
+    included."""
+    transformers = pytest.importorskip("transformers")
+    weights, _ = world
+    torch.manual_seed(1)
+    model = classifier.SentimentClassifier(BertModel.from_pretrained(weights), 5, freeze=freeze).eval()
+    ref = transformers.BertModel.from_pretrained(weights, attn_implementation="eager",
+                                                 dtype=torch.float32).eval()
+    ids = torch.randint(5, 20, (3, 9))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    mask[2, 2:] = 0
+    ids = ids * mask
+    with torch.no_grad():
+        got = model(ids, mask)
+        pooled = ref(input_ids=ids, attention_mask=mask).pooler_output
+        want = pooled @ model.classifier.weight.T + model.classifier.bias
+    assert got.shape == (3, 5)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_cfimdb_pretrain_run(world, tmp_path):
     out, rows, summary = run(world, tmp_path, "--dataset", "cfimdb", "--epochs", "3", "--lr", "1e-2")
     assert [r["epoch"] for r in rows] == [0, 1, 2]

@@ -3,19 +3,25 @@
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from minibert.ema import EMA
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.integers(1, 40), st.sampled_from([0.0, 0.5, 0.9, 0.999]), st.integers(0, 2**16))
-def test_shadows_follow_the_recurrence(steps, decay, seed):
+@given(st.integers(1, 40), st.sampled_from([0.0, 0.5, 0.9, 0.999]), st.integers(0, 2**16),
+       st.one_of(st.just(1), st.integers(1, 20_000)))
+# the warm-up (1 + t) / (10 + t) reaches 0.9 at step 80 and 0.999 at step 8,990: updates that
+# start there or later (a resumed run's) use the configured decay itself; these always run
+@example(steps=5, decay=0.9, seed=0, start=78)  # the decay binds from step 80 on
+@example(steps=5, decay=0.999, seed=0, start=9_000)
+def test_shadows_follow_the_recurrence(steps, decay, seed, start):
+    """`steps` updates after optimizer steps start, start + 1, ..."""
     g = torch.Generator().manual_seed(seed)
     params = [torch.nn.Parameter(torch.randn(3, 4, generator=g)), torch.nn.Parameter(torch.randn(5, generator=g))]
     ema = EMA(zip("ab", params), decay)
     expected = [p.detach().double().numpy().copy() for p in params]  # the shadows start at the weights
-    for t in range(1, steps + 1):
+    for t in range(start, start + steps):
         with torch.no_grad():
             for p in params:
                 p.add_(torch.randn(p.shape, generator=g))  # what an optimizer step would do

@@ -1,12 +1,15 @@
 """The metrics (minibert/evaluate.py) against NumPy's: Pearson's r against np.corrcoef, as the
-CS224N starter code computes it; accuracy against a count."""
+CS224N starter code computes it; accuracy against a count; the overall score against the
+unweighted mean of the three tasks' metrics, computed in NumPy."""
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from minibert.evaluate import accuracy, pearson_r, score
+from minibert.evaluate import accuracy, metrics_from_outputs, pearson_r, score
 
 finite = st.floats(-5, 5, allow_nan=False, width=32)
 
@@ -44,3 +47,27 @@ def test_score_reads_each_task_s_outputs():
     clipped = np.array([0.0, 0.0, 1.0, 3.0, 4.0])
     assert score("sts", outside, gold) == pytest.approx(np.corrcoef(clipped, gold.numpy())[0, 1], abs=1e-6)
     assert score("sts", outside + 2.0, gold) == pytest.approx(np.corrcoef([0.0, 1.5, 3.0, 5.0, 5.0], gold.numpy())[0, 1], abs=1e-6)
+
+
+def test_overall_is_the_unweighted_mean_of_the_tasks():
+    """Section 5.2: overall = (SST accuracy + paraphrase accuracy + STS r) / 3, each metric
+    computed here in NumPy from the same outputs; a split without labels has no metric."""
+    g = torch.Generator().manual_seed(0)
+    n = 40
+    outputs = {"sst": torch.rand(n, 5, generator=g).softmax(-1), "para": torch.rand(n, generator=g),
+               "sts": 6 * torch.rand(n, generator=g) - 0.5}
+    labels = {"sst": torch.randint(0, 5, (n,), generator=g), "para": torch.randint(0, 2, (n,), generator=g).float(),
+              "sts": 5 * torch.rand(n, generator=g)}
+    sets = {t: SimpleNamespace(labelled=True, labels=y) for t, y in labels.items()}
+    sst = np.mean(outputs["sst"].numpy().argmax(-1) == labels["sst"].numpy())
+    para = np.mean((outputs["para"].numpy() > 0.5) == labels["para"].numpy().astype(bool))
+    sts = np.corrcoef(np.clip(outputs["sts"].numpy(), 0, 5), labels["sts"].numpy())[0, 1]
+    m = metrics_from_outputs(outputs, sets)
+    assert m["sst_acc"] == pytest.approx(sst) and m["para_acc"] == pytest.approx(para)
+    assert m["sts_r"] == pytest.approx(sts, abs=1e-6)
+    assert m["overall"] == pytest.approx(np.mean([sst, para, sts]), abs=1e-6)
+    assert len({round(sst, 6), round(para, 6), round(float(sts), 6)}) == 3  # a weighting would show
+    # an unlabelled split (test) has no metric, and the overall is the mean of the others
+    sets["sts"] = SimpleNamespace(labelled=False, labels=None)
+    m = metrics_from_outputs(outputs, sets)
+    assert "sts_r" not in m and m["overall"] == pytest.approx(np.mean([sst, para]))

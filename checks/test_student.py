@@ -3,18 +3,22 @@ region becomes one `raise NotImplementedError`, and the checks catch every blank
 
 The last checks run pytest INSIDE student copies (a subprocess whose PYTHONPATH is the copy,
 so it imports the copy's minibert), with the real weights and data:
-- for each course step, a copy with only that step blanked: its checks fail, on its blank;
-- a copy with only step07 blanked: every step07 check fails, the step03 checks still pass
-  (a blank breaks its own step, not the steps before it).
+- for each course step, a copy with only that step blanked: its checks fail, on its blanks,
+  and each of its regions is caught (some check raises from the line that replaced it; a
+  region hidden behind another blank of its step is blanked alone in a copy of its own);
+- a copy with only step07 blanked: every step07 check fails, each of its regions raises, the
+  step03 checks still pass (a blank breaks its own step, not the steps before it).
 The solution itself passes the same checks in the normal run of this suite. (Running every
 check inside the full copy would prove the same and take minutes: many checks run long
 before they reach a blank.)
 """
 
+import json
 import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -166,6 +170,14 @@ def test_copy_without_git_hint_and_refusals(tmp_path, capsys):
     assert "not empty" in capsys.readouterr().out
     assert student.main([str(tmp_path / "out"), "--source", str(tmp_path / "p"), "--force"]) == 0
     assert student.main([str(tmp_path / "p"), "--source", str(tmp_path / "p")]) == 1
+    # a folder inside the project that holds its files: --force would have deleted them
+    before = {p: p.read_bytes() for p in (tmp_path / "p").rglob("*") if p.is_file()}
+    for inside in ("checks", "minibert"):
+        assert student.main([str(tmp_path / "p" / inside), "--source", str(tmp_path / "p"), "--force"]) == 1
+        assert "holds files of the project" in capsys.readouterr().out
+    assert {p: p.read_bytes() for p in (tmp_path / "p").rglob("*") if p.is_file()} == before
+    # one that holds none of them is a folder like any other
+    assert student.main([str(tmp_path / "p" / "copy"), "--source", str(tmp_path / "p")]) == 0
 
 
 # ---- grading inside the copies ---------------------------------------------------------------
@@ -178,59 +190,188 @@ def check_files(step):
     return sorted(f"checks/{f}" for f, s in CHECK_STEPS.items() if s == step and (ROOT / "checks" / f).is_file())
 
 
-# pytest, with Hypothesis reporting a failing example as found instead of shrinking it first
-# (shrinking a check that fails on every example takes ~25 s and proves nothing more)
-PYTEST_WITHOUT_SHRINKING = """
-import sys, pytest
+# pytest inside student copies, in one subprocess for a list of copies (the imports of torch
+# and transformers, most of a short run's time, are paid once): each copy in turn comes first on
+# sys.path, as PYTHONPATH and the working folder, the modules of the copy before it forgotten.
+# Hypothesis reports a failing example as found instead of shrinking it first (shrinking a check
+# that fails on every example takes ~25 s and proves nothing more). A plugin records, for each
+# check, where each NotImplementedError it raised came from (file:line in the copy, the innermost
+# frame: that tells two blanks of one function apart even when their messages are the same), the
+# checks that failed and their times; it stops a copy's run once every line in `stop_when` has
+# raised, and with `order` runs only those checks, in that order.
+GRADER = r"""
+import json, os, sys
+from pathlib import Path
+import pytest
 from hypothesis import Phase, settings
 settings.register_profile("grading", phases=[Phase.explicit, Phase.reuse, Phase.generate])
 settings.load_profile("grading")
-sys.exit(pytest.main(sys.argv[1:]))
+sys.dont_write_bytecode = True  # a copy is rewritten between runs: no stale .pyc
+
+
+def not_implemented(exc, seen):
+    if exc is None or id(exc) in seen:
+        return
+    seen.add(id(exc))
+    if isinstance(exc, NotImplementedError):
+        yield exc
+    for e in getattr(exc, "exceptions", ()):  # Hypothesis: several distinct failures
+        yield from not_implemented(e, seen)
+    yield from not_implemented(exc.__cause__, seen)
+    yield from not_implemented(exc.__context__, seen)
+
+
+class Blanks:
+    def __init__(self, copy, stop_when, order):
+        self.copy, self.stop_when, self.order = copy, set(stop_when), order
+        self.raised_at, self.failed, self.time = {}, set(), {}
+
+    def pytest_collection_modifyitems(self, items):
+        if self.order is not None:
+            rank = {n: k for k, n in enumerate(self.order)}
+            items[:] = sorted((i for i in items if i.nodeid in rank), key=lambda i: rank[i.nodeid])
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        report = (yield).get_result()
+        self.time[item.nodeid] = self.time.get(item.nodeid, 0.0) + call.duration
+        if report.failed:
+            self.failed.add(item.nodeid)
+        for e in not_implemented(call.excinfo.value if call.excinfo else None, set()):
+            tb = e.__traceback__
+            while tb is not None and tb.tb_next is not None:
+                tb = tb.tb_next
+            path = Path(tb.tb_frame.f_code.co_filename).resolve() if tb else None
+            if path is not None and self.copy in path.parents:
+                where = f"{path.relative_to(self.copy).as_posix()}:{tb.tb_lineno}"
+                self.raised_at.setdefault(where, []).append(item.nodeid)
+        if self.stop_when and self.stop_when <= set(self.raised_at):
+            item.session.shouldstop = "every blank looked for has raised"
+
+
+base_path = [p for p in sys.path if p]
+done = []
+for job in json.loads(Path(sys.argv[1]).read_text()):
+    copy = Path(job["copy"]).resolve()
+    for name, module in list(sys.modules.items()):
+        f = getattr(module, "__file__", None)
+        if f and any(c in Path(f).resolve().parents for c in done):
+            del sys.modules[name]
+    done.append(copy)
+    os.chdir(copy)
+    os.environ["PYTHONPATH"] = str(copy)
+    sys.path[:] = [str(copy)] + base_path
+    blanks = Blanks(copy, job["stop_when"], job["order"])
+    pytest.main([*job["files"], "-q", "-p", "no:cacheprovider", f"--junitxml={copy / 'report.xml'}",
+                 "-W", "ignore"], plugins=[blanks])
+    (copy / "blanks.json").write_text(json.dumps({"raised_at": blanks.raised_at, "time": {
+        n: blanks.time[n] for n in blanks.failed}}))
 """
 
 
-def run_checks(copy, weights, files, *options):
-    """pytest FILES inside a student copy, with WEIGHTS -> {test id: (outcome, message)}."""
-    report = copy / "report.xml"
-    env = {**os.environ, "PYTHONPATH": str(copy), "MINIBERT_WEIGHTS": str(weights.resolve()),
-           "MINIBERT_DATA": str(data_dir().resolve())}
-    args = [*files, *options, "-q", "-p", "no:cacheprovider", f"--junitxml={report}", "-W", "ignore"]
-    proc = subprocess.run([sys.executable, "-c", PYTEST_WITHOUT_SHRINKING, *args],
-                          cwd=copy, env=env, capture_output=True, text=True, timeout=240)
-    assert report.is_file(), proc.stdout[-3000:] + proc.stderr[-3000:]
-    results = {}
-    for case in ET.parse(report).iter("testcase"):
-        outcome = next((c.tag for c in case if c.tag in ("failure", "error", "skipped")), "passed")
-        message = next((c.get("message") or "" for c in case if c.tag in ("failure", "error")), "")
-        results[f"{case.get('classname')}::{case.get('name')}"] = (outcome, message)
-    return results
+@dataclass
+class Graded:
+    results: dict    # {test id: (outcome, message)}, from the JUnit report
+    raised_at: dict  # {"minibert/x.py:LINE": [node ids]}: where each check's NotImplementedError came from
+    failed: dict     # {node id: seconds} of the checks that failed
+
+
+def grade(weights, jobs):
+    """Run the checks in student copies, one subprocess for all. jobs: (copy, files, stop_when,
+    order) tuples; stop_when: "file:line" raises after which the copy's run stops ([]: run
+    everything); order: node ids to run, in that order (None: all of `files`)."""
+    spec = Path(jobs[0][0]).parent / f"jobs-{Path(jobs[0][0]).name}.json"
+    spec.write_text(json.dumps([{"copy": str(c), "files": list(f), "stop_when": list(w), "order": o}
+                                for c, f, w, o in jobs]))
+    env = {**os.environ, "MINIBERT_WEIGHTS": str(weights.resolve()), "MINIBERT_DATA": str(data_dir().resolve())}
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run([sys.executable, "-c", GRADER, str(spec)], cwd=jobs[0][0], env=env,
+                          capture_output=True, text=True, timeout=300)
+    graded = []
+    for copy, *_ in jobs:
+        report = Path(copy) / "report.xml"
+        assert report.is_file() and (Path(copy) / "blanks.json").is_file(), \
+            proc.stdout[-3000:] + proc.stderr[-3000:]
+        results = {}
+        for case in ET.parse(report).iter("testcase"):
+            outcome = next((c.tag for c in case if c.tag in ("failure", "error", "skipped")), "passed")
+            message = next((c.get("message") or "" for c in case if c.tag in ("failure", "error")), "")
+            results[f"{case.get('classname')}::{case.get('name')}"] = (outcome, message)
+        blanks = json.loads((Path(copy) / "blanks.json").read_text())
+        graded.append(Graded(results, blanks["raised_at"], blanks["time"]))
+    return graded
+
+
+def run_checks(copy, weights, files, stop_when=()):
+    """pytest FILES inside a student copy, with WEIGHTS -> Graded."""
+    return grade(weights, [(copy, files, stop_when, None)])[0]
 
 
 def failures(results):
     return {t: m for t, (o, m) in results.items() if o in ("failure", "error")}
 
 
+def raise_line(regions, r):
+    """'file:line' of the raise that replaces region r in a copy where `regions` are blanked
+    (each blanked region before r in its file, lines begin..end, became one line)."""
+    return f"{r.file}:{r.begin + 1 - sum(q.end - q.begin for q in regions if q.file == r.file and q.begin < r.begin)}"
+
+
+def blank_only(copy, regions, r):
+    """Turn `copy`, made with `regions` blanked, into one where only region r is blanked."""
+    for f in {q.file for q in regions}:
+        (copy / f).write_bytes((ROOT / f).read_bytes())
+    lines = (ROOT / r.file).read_bytes().decode("utf-8").splitlines(keepends=True)
+    (copy / r.file).write_bytes("".join(lines[:r.begin] + [r.replacement()] + lines[r.end + 1:]).encode("utf-8"))
+
+
 @pytest.mark.parametrize("step", [s for s in COURSE_STEPS if s != "step07"])
-def test_each_step_fails_on_its_own_blank(tmp_path, weights_path, step):
-    """A copy with only `step` blanked: its checks fail, on that blank (-x: the first failure
-    is enough, and comes fast)."""
+def test_each_step_fails_on_each_of_its_blanks(tmp_path, weights_path, step):
+    """A copy with only `step` blanked: its checks fail, every failure on a blank, and every
+    region of the step is caught (a check raises from the line that replaces it). A blank that
+    runs only after another blank of the step raised is hidden in that copy (attention runs
+    after the embeddings, which raise first): each region not caught there is then blanked
+    alone, in a copy of its own, where the checks that failed in the first copy must raise
+    from it (first those that raised from its file, fastest first: one that reaches it is
+    enough). A run stops once every region it looks for has raised."""
     copy = tmp_path / "copy"
     regions = student.make_student_copy(ROOT, copy, steps={step})
     if not regions:
         pytest.skip(f"no solution region of {step} in this project")
     files = check_files(step)
     assert files, f"{step} has solution regions ({regions[0].file}) but no check file grades it"
-    failed = failures(run_checks(copy, weights_path, files, "-x"))
+    ours = [r for r in regions if r.step == step]
+    graded = run_checks(copy, weights_path, files, [raise_line(regions, r) for r in ours])
+    failed = failures(graded.results)
     assert failed, f"the checks of {step} ({files}) pass with its solution blanked"
-    assert all(f"NotImplementedError: {step}:" in m for m in failed.values()), failed
+    blanked_steps = {r.step for r in regions}  # step01 takes ops.py's step10 regions with it
+    assert all(any(f"NotImplementedError: {s}:" in m for s in blanked_steps) for m in failed.values()), failed
+    hidden = [r for r in ours if raise_line(regions, r) not in graded.raised_at]
+    if not hidden:
+        return
+    jobs = []
+    for k, r in enumerate(hidden):
+        alone = tmp_path / f"alone{k}"
+        student.make_student_copy(ROOT, alone, steps={step})
+        blank_only(alone, regions, r)
+        near = {n for where, ids in graded.raised_at.items() if where.startswith(f"{r.file}:") for n in ids}
+        order = sorted(graded.failed, key=lambda n: (n not in near, graded.failed[n]))
+        jobs.append((alone, files, [raise_line([r], r)], order))
+    for r, g in zip(hidden, grade(weights_path, jobs)):
+        assert raise_line([r], r) in g.raised_at, \
+            f"with only {r.function} ({r.file}:{r.begin + 1}) blanked, no check of {step} raises from it: {g.results}"
+        assert all(f"NotImplementedError: {r.message()}" in m for m in failures(g.results).values()), g.results
 
 
 def test_a_blank_breaks_its_own_step_only(tmp_path, weights_path):
     """A copy with only step07 (PCGrad) blanked: every check of step07 fails, on that blank,
-    and the earlier step03 (AdamW) checks all still pass there."""
+    each of its regions raises in some check, and the earlier step03 (AdamW) checks all still
+    pass there."""
     copy = tmp_path / "copy"
-    student.make_student_copy(ROOT, copy, steps={"step07"})
-    results = run_checks(copy, weights_path, check_files("step07") + check_files("step03"))
+    regions = student.make_student_copy(ROOT, copy, steps={"step07"})
+    graded = run_checks(copy, weights_path, check_files("step07") + check_files("step03"))
+    assert regions and all(raise_line(regions, r) in graded.raised_at for r in regions), graded.raised_at
+    results = graded.results
     ours = {t: r for t, r in results.items() if "test_pcgrad" in t}
     assert ours and all(o in ("failure", "error") and "NotImplementedError: step07:" in m
                         for o, m in ours.values()), ours
