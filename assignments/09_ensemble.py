@@ -8,7 +8,8 @@ Each task is averaged over the models trained for it: a `train --tasks sts` spec
 Where: minibert/evaluate.py (ensemble_main, predict_dataset).
 Graded by: the step06 checks (`pytest checks/ -m step06`).
 Runs `python -m minibert ensemble --checkpoints runs/*/best` (every finished training run, or
-the ones you pass with --checkpoints) and writes runs/ensemble/: see results/.
+the ones you pass with --checkpoints) and writes runs/ensemble/ (with --quick: the quick runs,
+on their dev subset, into runs/quick-ensemble/): see results/.
 """
 
 import sys

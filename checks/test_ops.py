@@ -267,7 +267,7 @@ def test_bench_runs_tiny_on_cpu(tmp_path):
     result = json.loads((tmp_path / "bench.json").read_text())
     variants = [r["variant"] for r in result["rows"]]
     assert variants == ["minibert reference", "minibert fast", "minibert compiled", "minibert compiled+graph"]
-    assert all("error" not in r and r["seq_per_s"] > 0 for r in result["rows"])
+    assert all("error" not in r and r["seq_per_s"] > 0 for r in result["rows"]), [r.get("error") for r in result["rows"]]
     assert (tmp_path / "bench.md").read_text().startswith("# Training-step benchmark")
     assert all(r["mfu"] is None and r["of_measured_matmul"] is None for r in result["rows"])  # no GPU, no peak
 

@@ -263,6 +263,16 @@ def test_ctrl_c_stops_a_stage_with_a_checkpoint_that_the_next_run_resumes(world,
     assert f"resuming at step {step}" in (tmp_path / "runs" / "logs" / "mt-round-robin.log").read_text()
 
 
+@pytest.mark.parametrize("bad, said", [(["--profile"], "--profile needs a value"),
+                                       (["--profile", "fast"], "--profile is quick or full"),
+                                       (["--jobs", "0"], "--jobs takes a number")])
+def test_option_values_are_checked_before_the_setup(tmp_path, bad, said):
+    """No python at all: the setup, which runs it first, must not be reached."""
+    proc = run_all("--runs", tmp_path / "runs", *bad, python=tmp_path / "no-python")
+    assert proc.returncode == 2 and said in proc.stderr, proc.stdout + proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
 def test_only_names_a_stage_of_the_profile_whose_needs_are_done(world, tmp_path):
     common = ["--profile", "quick", "--data-dir", world[1], "--weights", world[0], "--runs", tmp_path / "runs"]
     proc = run_all(*common, "--only", "mt-roundrobin")

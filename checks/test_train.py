@@ -190,6 +190,15 @@ def test_cross_paraphrase_head_trains_and_carries_through_stages(world, tmp_path
     with pytest.raises(SystemExit, match="--alpha1 0.3: the checkpoint .* has 0.5"):  # would be ignored
         run(world, tmp_path / "x", "--stage", "single-task", "--weights", str(mt / "best"), "--alpha1", "0.3")
     assert not (tmp_path / "x").exists()  # refused before writing anything
+    # a run from before that check: its config.json says alpha1 0.5 whatever its checkpoint had,
+    # and it trained with the checkpoint's; it resumes so, not refused
+    a3 = run(world, tmp_path / "a3", "--alpha1", "0.3", "--epochs", "1")
+    old = run(world, tmp_path / "old", "--stage", "single-task", "--weights", str(a3 / "best"), "--epochs", "2",
+              "--stop-after-step", "1")
+    config = json.loads((old / "config.json").read_text())
+    (old / "config.json").write_text(json.dumps({**config, "alpha1": 0.5}))
+    train.run(train.parse_args(["--out", str(old), "--resume"]))  # the run's own options
+    assert load_model(old / "best").alpha1 == 0.3 and (old / "summary.json").is_file()
     long_data = tmp_path / "long"
     shutil.copytree(world[1], long_data)
     with open(long_data / "quora-train.csv", "a") as f:  # a pair of 40 + 40 tokens: > 64 positions
@@ -539,6 +548,10 @@ def test_predict_and_ensemble_commands(world, rr_run, tmp_path, capsys):
         with pytest.raises(SystemExit, match=said):
             evaluate.ensemble_main(ensemble + [str(out)])
         assert {p: p.stat().st_mtime_ns for p in rr_run.rglob("*")} == before
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "summary.json").write_text("{")  # unreadable: refused, not a traceback
+    with pytest.raises(SystemExit, match="holds a training run"):
+        evaluate.ensemble_main(ensemble + [str(tmp_path / "corrupt")])
     predict = ["--checkpoint", str(rr_run / "best"), "--task", "sts", "--input", str(world[1] / "sts-dev.csv")]
     for out, said in ((tmp_path, "a folder, expected a file"), (tmp_path / "file" / "x.csv", "is a file")):
         with pytest.raises(SystemExit, match=said):

@@ -190,6 +190,20 @@ def check_output(option, path, folder) -> None:
             raise SystemExit(f"{option} {path}: {up} is a file, not a folder")
 
 
+def holds_other_run(folder: Path) -> bool:
+    """Whether `folder` holds a run other than an ensemble's (checkpoints, or a summary.json of
+    another stage, or one that cannot be read: better refused than overwritten)."""
+    summary = folder / "summary.json"
+    if (folder / "checkpoints").exists():
+        return True
+    if not summary.is_file():
+        return False
+    try:
+        return json.loads(summary.read_text()).get("stage") != "ensemble"
+    except (ValueError, AttributeError):  # not JSON, or not an object
+        return True
+
+
 def check_checkpoints(paths) -> None:
     """Refuse a path that is not a trained model with a clear message, before any work (an
     ensemble would otherwise lose the minutes spent on the members before it)."""
@@ -245,9 +259,7 @@ def ensemble_main(argv=None) -> int:
     args = p.parse_args(argv)
     check_inference_options(args)
     check_output("--out", args.out, folder=True)
-    summary = Path(args.out) / "summary.json"
-    if (Path(args.out) / "checkpoints").exists() or (
-            summary.is_file() and json.loads(summary.read_text()).get("stage") != "ensemble"):
+    if holds_other_run(Path(args.out)):
         raise SystemExit(f"--out {args.out} holds a training run: an ensemble would overwrite its "
                          "summary.json and predictions/; pick another folder")
     check_checkpoints(args.checkpoints)

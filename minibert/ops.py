@@ -155,8 +155,8 @@ def sdpa_mask(attention_mask):
 
     None is returned only when the caller passes no mask at all (None); it lets SDPA pick the
     flash kernel, which takes no mask. A batch without padding still gets a boolean mask (of
-    all True), and every caller in this codebase passes the tokenizer's attention_mask. A
-    boolean mask selects the memory-efficient kernel and, unlike model.additive_mask, needs
+    all True): training and evaluation always pass the tokenizer's attention_mask; bench.py's
+    fixed-shape batches pass none. A boolean mask selects the memory-efficient kernel and, unlike model.additive_mask, needs
     no dtype to match the activations (bf16 under autocast)."""
     if attention_mask is None:
         return None

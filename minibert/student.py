@@ -199,12 +199,13 @@ def blank(source: str, name: str, steps=None):
 # ---- which files make up the project ---------------------------------------------------------
 
 
-def project_files(root) -> list:
-    """Relative paths of the files to copy (see the module docstring)."""
+def project_files(root, tracked_only=False) -> list:
+    """Relative paths of the files to copy (see the module docstring); `tracked_only`: in a
+    git checkout, those git tracks (not new files, nor an earlier copy kept in the project)."""
     root = Path(root)
     if (root / ".git").exists() and shutil.which("git"):
-        out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                             cwd=root, capture_output=True, check=True).stdout
+        listed = ["--cached"] if tracked_only else ["--cached", "--others", "--exclude-standard"]
+        out = subprocess.run(["git", "ls-files", "-z", *listed], cwd=root, capture_output=True, check=True).stdout
         names = sorted({n for n in out.decode().split("\0") if n})
         return [n for n in names if (root / n).is_file() and not (root / n).is_symlink()]
     files = []
@@ -227,13 +228,12 @@ def make_student_copy(src, out, steps=None, force=False) -> list:
     src, out = Path(src).resolve(), Path(out).resolve()
     if out == src or out in src.parents:
         raise ValueError(f"{out}: the student copy cannot be the project or a folder above it")
-    files = project_files(src)
     # a folder inside the project may hold the project's own files: --force would delete them
-    held = [f for f in files if out in (src / f).resolve().parents]
+    held = [f for f in project_files(src, tracked_only=True) if out in (src / f).resolve().parents]
     if held:
         raise ValueError(f"{out} holds files of the project ({held[0]}"
                          + (f" and {len(held) - 1} more" if len(held) > 1 else "")
-                         + "): pick a folder outside the project, or one it ignores")
+                         + "): pick a folder outside the project, or one that holds none of its files")
     if out.exists() and any(out.iterdir()):
         if not force:
             raise FileExistsError(f"{out} exists and is not empty: pick a new folder, or pass --force "
@@ -242,6 +242,7 @@ def make_student_copy(src, out, steps=None, force=False) -> list:
     if steps is not None and "step01" in steps:
         # the fast path (ops.py) is step 01's layer fused: left whole, it would show that step
         steps = set(steps) | {"step10"}
+    files = [f for f in project_files(src) if out not in (src / f).resolve().parents]
     # parse everything before writing anything: a marker error leaves no half-made copy
     blanked, regions = {}, []
     for rel in files:

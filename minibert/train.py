@@ -366,13 +366,15 @@ def setup_distributed(device):
     return (dist.get_rank(), dist.get_world_size()) if world > 1 else (0, 1)
 
 
-def check_head_options(args, model, weights, data):
+def check_head_options(args, model, weights, data, resumed: bool):
     """--alpha1 / --alpha2 / --para-input / --sts-input must match a checkpoint's heads (they
     shape the heads its weights were trained in), and a joined pair must fit the encoder's
-    positions."""
+    positions. A resumed run is not asked again: its options come from its config.json (where
+    runs from before this check recorded alpha 0.5 whatever the checkpoint had, and trained
+    with the checkpoint's), and the command line cannot change them (resumed_options)."""
     for name in ("alpha1", "alpha2", "para_input", "sts_input"):
         wanted, has = getattr(args, name), getattr(model, name)
-        if wanted is not None and wanted != has:
+        if wanted is not None and wanted != has and not resumed:
             raise SystemExit(f"--{name.replace('_', '-')} {wanted}: the checkpoint {weights} has {has}")
     for task in ("para", "sts"):
         if model.joint_input(task):
@@ -442,7 +444,7 @@ def run(args) -> MultitaskBERT:
     # the encoder frozen, those that --weights was trained for. A fine-tuned encoder no longer
     # fits the heads of the tasks it was not trained on here.
     model.add_tasks(args.tasks, keep=frozen)
-    check_head_options(args, model, weights, data)
+    check_head_options(args, model, weights, data, resumed=found is not None)
     model.freeze_encoder(frozen)
     if rank:
         torch.manual_seed(args.seed + 1_000_003 * rank)  # but each process its own dropout
