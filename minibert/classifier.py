@@ -44,7 +44,7 @@ from minibert.evaluate import majority_baseline, predict_dataset, score, write_p
 from minibert.model import BertModel
 from minibert.optim import AdamW
 from minibert.paths import DATA_DIR_HELP, data_dir, weights_dir
-from minibert.runtime import (HelpFormatter, MetricsLog, autocast, device_name, option_error, pick_device,
+from minibert.runtime import (HelpFormatter, MetricsLog, autocast, check_options, device_name, pick_device,
                               resume_point, resumed_options, seed_everything)
 from minibert.tokenizer import WordPieceTokenizer
 
@@ -135,12 +135,10 @@ def parse_args(argv):
     p.add_argument("--stop-after-epoch", type=int, help="checkpoint and stop after this many epochs "
                    "(to test resuming; a run resumed at or past it stops after its next epoch)")
     args = p.parse_args(argv)
-    problem = option_error(args, at_least={"epochs": 1, "batch_size": 1, "eval_batch_size": 1, "limit": 1,
-                                           "max_length": 2,  # 2: [CLS] and [SEP]
-                                           "stop_after_epoch": 1, "lr": 0, "weight_decay": 0},
-                           fractions=("dropout",))
-    if problem:
-        raise SystemExit(problem)
+    check_options(args, at_least={"epochs": 1, "batch_size": 1, "eval_batch_size": 1, "limit": 1,
+                                  "max_length": 2,  # 2: [CLS] and [SEP]
+                                  "stop_after_epoch": 1, "lr": 0, "weight_decay": 0},
+                  fractions=("dropout",))
     args.lr = args.lr if args.lr is not None else OPTIONS[args.option]
     args.max_length = args.max_length or (512 if args.dataset == "cfimdb" else 128)
     args.out = args.out or f"runs/sentiment-{args.dataset}-{args.option}"

@@ -25,7 +25,7 @@ from minibert.checkpoint import WeightsError, write_json
 from minibert.data import FORMATS, TASKS, TaskDataset, load_datasets, read_examples
 from minibert.heads import load_model, require_checkpoint, vocab_path
 from minibert.paths import DATA_DIR_HELP, data_dir
-from minibert.runtime import autocast, device_name, option_error, pick_device, to_device
+from minibert.runtime import autocast, check_options, device_name, pick_device, to_device
 from minibert.tokenizer import WordPieceTokenizer
 
 HEADERS = {"sst": "Predicted_Sentiment", "para": "Predicted_Is_Paraphrase", "sts": "Predicted_Similiarity"}
@@ -171,13 +171,6 @@ def inference_options(p) -> None:
                    "(s2, s1) where the head is not symmetric (beyond the paper; twice the inference)")
 
 
-def check_inference_options(args) -> None:
-    """The shared options' ranges, checked before any work (SystemExit with the reason)."""
-    problem = option_error(args, at_least={"batch_size": 1, "max_length": 2, "limit": 1})  # 2: [CLS], [SEP]
-    if problem:
-        raise SystemExit(problem)
-
-
 def check_output(option, path, folder) -> None:
     """Refuse an output path that cannot be written (a folder where a file is to go, or the
     other way round, or a file on the way) before the minutes of inference, not after."""
@@ -224,8 +217,7 @@ def predict_main(argv=None) -> int:
     p.add_argument("--output", required=True, help="the prediction CSV to write")
     inference_options(p)
     args = p.parse_args(argv)
-    args.limit = None  # predict reads the whole --input
-    check_inference_options(args)
+    check_options(args, at_least={"batch_size": 1, "max_length": 2})  # 2: [CLS] and [SEP]
     check_output("--output", args.output, folder=False)
     check_checkpoints([args.checkpoint])
     device = pick_device(args.device)
@@ -257,7 +249,7 @@ def ensemble_main(argv=None) -> int:
     p.add_argument("--limit", type=int, help="at most this many examples per task and split")
     inference_options(p)
     args = p.parse_args(argv)
-    check_inference_options(args)
+    check_options(args, at_least={"batch_size": 1, "max_length": 2, "limit": 1})
     check_output("--out", args.out, folder=True)
     if holds_other_run(Path(args.out)):
         raise SystemExit(f"--out {args.out} holds a training run: an ensemble would overwrite its "

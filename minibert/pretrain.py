@@ -54,7 +54,7 @@ from minibert.masking import mask_tokens
 from minibert.mlm import BertForMLM
 from minibert.optim import AdamW
 from minibert.paths import DATA_DIR_HELP, data_dir, weights_dir
-from minibert.runtime import (HelpFormatter, MetricsLog, StopRequest, autocast, device_name, option_error,
+from minibert.runtime import (HelpFormatter, MetricsLog, StopRequest, autocast, check_options, device_name,
                               pick_device, resume_point, resumed_options, seed_everything, to_device)
 from minibert.schedule import make_scheduler
 from minibert.tokenizer import WordPieceTokenizer
@@ -205,12 +205,10 @@ def parse_args(argv):
                    help="time budget: checkpoint and stop training after this long (then evaluate and save)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     args = p.parse_args(argv)
-    problem = option_error(args, at_least={"epochs": 1, "max_steps": 1, "batch_size": 1, "log_every": 1,
-                                           "save_every": 1, "limit": 1, "max_length": 2,  # 2: [CLS] and [SEP]
-                                           "lr": 0, "head_lr": 0, "weight_decay": 0},
-                           fractions=("warmup_frac",))
-    if problem:
-        raise SystemExit(problem)
+    check_options(args, at_least={"epochs": 1, "max_steps": 1, "batch_size": 1, "log_every": 1,
+                                  "save_every": 1, "limit": 1, "max_length": 2,  # 2: [CLS] and [SEP]
+                                  "lr": 0, "head_lr": 0, "weight_decay": 0},
+                  fractions=("warmup_frac",))
     if not 0 < args.heldout_frac < 1:
         raise SystemExit(f"--heldout-frac {args.heldout_frac}: expected a fraction above 0 and below 1")
     if not 0 < args.mlm_prob <= 1:

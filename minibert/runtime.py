@@ -39,20 +39,19 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def option_error(args, at_least=None, fractions=()):
-    """The first out-of-range numeric option of `args` (argparse dests), as a message for the
-    command to stop with, or None: each option of `at_least` (dest -> least value) must be at
-    least that where set, each of `fractions` within 0..1. Checked when the command starts, not
-    minutes later where the value is first used."""
+def check_options(args, at_least=None, fractions=()) -> None:
+    """Stop the command (SystemExit with the option and its range) at the first out-of-range
+    numeric option of `args` (argparse dests): each option of `at_least` (dest -> least value)
+    must be at least that where set, each of `fractions` within 0..1. Checked when the command
+    starts, not minutes later where the value is first used."""
     for name, least in (at_least or {}).items():
         value = getattr(args, name)
         if value is not None and value < least:
-            return f"--{name.replace('_', '-')} {value}: expected {least} or more"
+            raise SystemExit(f"--{name.replace('_', '-')} {value}: expected {least} or more")
     for name in fractions:
         value = getattr(args, name)
         if value is not None and not 0 <= value <= 1:
-            return f"--{name.replace('_', '-')} {value}: expected a fraction from 0 to 1"
-    return None
+            raise SystemExit(f"--{name.replace('_', '-')} {value}: expected a fraction from 0 to 1")
 
 
 def resumed_options(parser, argv, args, runtime_args, hint="", fallback=None):

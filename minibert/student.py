@@ -228,21 +228,21 @@ def make_student_copy(src, out, steps=None, force=False) -> list:
     src, out = Path(src).resolve(), Path(out).resolve()
     if out == src or out in src.parents:
         raise ValueError(f"{out}: the student copy cannot be the project or a folder above it")
-    # a folder inside the project may hold the project's own files: --force would delete them
-    held = [f for f in project_files(src, tracked_only=True) if out in (src / f).resolve().parents]
-    if held:
-        raise ValueError(f"{out} holds files of the project ({held[0]}"
-                         + (f" and {len(held) - 1} more" if len(held) > 1 else "")
-                         + "): pick a folder outside the project, or one that holds none of its files")
     if out.exists() and any(out.iterdir()):
         if not force:
             raise FileExistsError(f"{out} exists and is not empty: pick a new folder, or pass --force "
                                   "to replace it")
+        # a folder inside the project may hold the project's own files: never delete those
+        held = [f for f in project_files(src, tracked_only=True) if out in (src / f).resolve().parents]
+        if held:
+            raise ValueError(f"{out} holds files of the project ({held[0]}"
+                             + (f" and {len(held) - 1} more" if len(held) > 1 else "")
+                             + "): pick a folder outside the project, or one that holds none of its files")
         shutil.rmtree(out)
     if steps is not None and "step01" in steps:
         # the fast path (ops.py) is step 01's layer fused: left whole, it would show that step
         steps = set(steps) | {"step10"}
-    files = [f for f in project_files(src) if out not in (src / f).resolve().parents]
+    files = project_files(src)  # (OUT is empty or new by now: none of these lies in it)
     # parse everything before writing anything: a marker error leaves no half-made copy
     blanked, regions = {}, []
     for rel in files:

@@ -69,7 +69,7 @@ from minibert.heads import SMOOTHING_KINDS, STS_LOSSES, MultitaskBERT, is_checkp
 from minibert.optim import AdamW
 from minibert.paths import DATA_DIR_HELP, data_dir, weights_dir
 from minibert.pcgrad import averaged, distributed, pc_backward
-from minibert.runtime import (HelpFormatter, MetricsLog, StopRequest, autocast, device_name, option_error,
+from minibert.runtime import (HelpFormatter, MetricsLog, StopRequest, autocast, check_options, device_name,
                               pick_device, resume_point, resumed_options, seed_everything, to_device)
 from minibert.schedule import make_scheduler
 from minibert.tokenizer import WordPieceTokenizer
@@ -173,13 +173,11 @@ def parse_args(argv):
     args.task_probs = parse_task_probs(args.task_probs)
     args.task_order = parse_task_order(args.task_order)
     args.tasks = parse_tasks(args.tasks)
-    problem = option_error(args, at_least={"epochs": 1, "batch_size": 1, "eval_batch_size": 1, "log_every": 1,
-                                           "pcgrad_samples": 1, "limit": 1, "checkpoint_every": 0,
-                                           "max_length": 2,  # 2: [CLS] and [SEP]
-                                           "lr": 0, "head_lr": 0, "weight_decay": 0},
-                           fractions=("warmup", "dropout"))
-    if problem:
-        raise SystemExit(problem)
+    check_options(args, at_least={"epochs": 1, "batch_size": 1, "eval_batch_size": 1, "log_every": 1,
+                                  "pcgrad_samples": 1, "limit": 1, "checkpoint_every": 0,
+                                  "max_length": 2,  # 2: [CLS] and [SEP]
+                                  "lr": 0, "head_lr": 0, "weight_decay": 0},
+                  fractions=("warmup", "dropout"))
     if not 0 < args.layer_lr_decay <= 1:
         raise SystemExit(f"--layer-lr-decay {args.layer_lr_decay}: expected 0 < d <= 1 (1: off)")
     for name in ("sst_rdrop", "para_rdrop", "sts_rdrop"):
@@ -374,7 +372,7 @@ def check_head_options(args, model, weights, data, resumed: bool):
     with the checkpoint's), and the command line cannot change them (resumed_options)."""
     for name in ("alpha1", "alpha2", "para_input", "sts_input"):
         wanted, has = getattr(args, name), getattr(model, name)
-        if wanted is not None and wanted != has and not resumed:
+        if not resumed and wanted is not None and wanted != has:
             raise SystemExit(f"--{name.replace('_', '-')} {wanted}: the checkpoint {weights} has {has}")
     for task in ("para", "sts"):
         if model.joint_input(task):
@@ -589,14 +587,12 @@ def finish(args, name, out, data, device, elapsed, world, dev_outputs):
     write_split_predictions(out / "predictions", "test", data["test"], test_out)
     rows = MetricsLog(out / "metrics.jsonl").read()
 
-    def best_epoch(key):  # the epoch of the first best `key`, as BestTracker kept it
-        return max((r for r in rows if key in r["dev"]), key=lambda r: r["dev"][key])["epoch"]
+    def best_epoch(key):  # the last epoch that improved `key` (BestTracker's own record)
+        return max((r["epoch"] for r in rows if key in r.get("improved", ())), default=None)
 
     # the epoch each dev figure comes from: multitask, best/'s (the best overall) for every one;
     # frozen, each task's own (the overall figure is their mean, of no one epoch)
-    if not rows:
-        epochs = {}
-    elif args.stage == "multitask":
+    if args.stage == "multitask":
         epochs = dict.fromkeys(dev_metrics, best_epoch("overall"))
     else:
         epochs = {k: best_epoch(k) for k in dev_metrics if k != "overall"}
