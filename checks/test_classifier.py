@@ -96,15 +96,14 @@ def test_cached_features_give_the_same_logits(world, tmp_path):
     torch.testing.assert_close(cached, direct, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("freeze", [True, False])
-def test_logits_equal_transformers_pooler_times_linear(world, freeze):
+def test_logits_equal_transformers_pooler_times_linear(world):
     """In eval mode (dropout off) the logits are pooler_output @ W.T + b, pooler_output
     computed by transformers' BertModel (the reference) on the same weights, padded rows
-    included."""
+    included. (Freezing the encoder changes what trains, not the forward pass: one model.)"""
     transformers = pytest.importorskip("transformers")
     weights, _ = world
     torch.manual_seed(1)
-    model = classifier.SentimentClassifier(BertModel.from_pretrained(weights), 5, freeze=freeze).eval()
+    model = classifier.SentimentClassifier(BertModel.from_pretrained(weights), 5).eval()
     ref = transformers.BertModel.from_pretrained(weights, attn_implementation="eager",
                                                  dtype=torch.float32).eval()
     ids = torch.randint(5, 20, (3, 9))

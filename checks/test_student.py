@@ -18,7 +18,6 @@ import os
 import shutil
 import subprocess
 import sys
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,9 +205,11 @@ def check_files(step):
 # Hypothesis reports a failing example as found instead of shrinking it first (shrinking a check
 # that fails on every example takes ~25 s and proves nothing more). A plugin records, for each
 # check, where each NotImplementedError it raised came from (file:line in the copy, the innermost
-# frame: that tells two blanks of one function apart even when their messages are the same), the
-# checks that failed and their times; it stops a copy's run once every line in `stop_when` has
-# raised, and with `order` runs only those checks, in that order.
+# frame: that tells two blanks of one function apart even when their messages are the same),
+# each check's outcome and crash message (the first phase that did not pass: setup or teardown
+# failing is an "error", the test itself a "failure") and the failed checks' times; it stops a
+# copy's run once every line in `stop_when` has raised, and with `order` runs only those checks,
+# in that order.
 GRADER = r"""
 import json, os, sys
 from pathlib import Path
@@ -236,7 +237,7 @@ def not_implemented(exc, seen):
 class Blanks:
     def __init__(self, copy, stop_when, order):
         self.copy, self.stop_when, self.order = copy, set(stop_when), order
-        self.raised_at, self.failed, self.time = {}, set(), {}
+        self.raised_at, self.results, self.time = {}, {}, {}
 
     def pytest_collection_modifyitems(self, items):
         if self.order is not None:
@@ -247,8 +248,12 @@ class Blanks:
     def pytest_runtest_makereport(self, item, call):
         report = (yield).get_result()
         self.time[item.nodeid] = self.time.get(item.nodeid, 0.0) + call.duration
-        if report.failed:
-            self.failed.add(item.nodeid)
+        if (report.failed or report.skipped) and self.results.get(item.nodeid, ("passed",))[0] == "passed":
+            outcome = "skipped" if report.skipped else "failure" if report.when == "call" else "error"
+            crash = getattr(report.longrepr, "reprcrash", None)
+            self.results[item.nodeid] = (outcome, crash.message if crash else str(report.longrepr))
+        elif report.when == "call":
+            self.results.setdefault(item.nodeid, ("passed", ""))
         for e in not_implemented(call.excinfo.value if call.excinfo else None, set()):
             tb = e.__traceback__
             while tb is not None and tb.tb_next is not None:
@@ -274,16 +279,16 @@ for job in json.loads(Path(sys.argv[1]).read_text()):
     os.environ["PYTHONPATH"] = str(copy)
     sys.path[:] = [str(copy)] + base_path
     blanks = Blanks(copy, job["stop_when"], job["order"])
-    pytest.main([*job["files"], "-q", "-p", "no:cacheprovider", f"--junitxml={copy / 'report.xml'}",
-                 "-W", "ignore"], plugins=[blanks])
-    (copy / "blanks.json").write_text(json.dumps({"raised_at": blanks.raised_at, "time": {
-        n: blanks.time[n] for n in blanks.failed}}))
+    pytest.main([*job["files"], "-q", "-p", "no:cacheprovider", "-W", "ignore"], plugins=[blanks])
+    failed = [n for n, (outcome, _) in blanks.results.items() if outcome in ("failure", "error")]
+    (copy / "graded.json").write_text(json.dumps({"results": blanks.results, "raised_at": blanks.raised_at,
+                                                  "failed": {n: blanks.time[n] for n in failed}}))
 """
 
 
 @dataclass
 class Graded:
-    results: dict    # {test id: (outcome, message)}, from the JUnit report
+    results: dict    # {node id: (outcome, message)}; outcome: passed, failure, error or skipped
     raised_at: dict  # {"minibert/x.py:LINE": [node ids]}: where each check's NotImplementedError came from
     failed: dict     # {node id: seconds} of the checks that failed
 
@@ -305,16 +310,10 @@ def grade(weights, jobs):
                     f"\n{str(e.stderr or '')[-3000:]}")
     graded = []
     for copy, *_ in jobs:
-        report = Path(copy) / "report.xml"
-        assert report.is_file() and (Path(copy) / "blanks.json").is_file(), \
-            proc.stdout[-3000:] + proc.stderr[-3000:]
-        results = {}
-        for case in ET.parse(report).iter("testcase"):
-            outcome = next((c.tag for c in case if c.tag in ("failure", "error", "skipped")), "passed")
-            message = next((c.get("message") or "" for c in case if c.tag in ("failure", "error")), "")
-            results[f"{case.get('classname')}::{case.get('name')}"] = (outcome, message)
-        blanks = json.loads((Path(copy) / "blanks.json").read_text())
-        graded.append(Graded(results, blanks["raised_at"], blanks["time"]))
+        record = Path(copy) / "graded.json"
+        assert record.is_file(), proc.stdout[-3000:] + proc.stderr[-3000:]
+        g = json.loads(record.read_text())
+        graded.append(Graded({n: tuple(r) for n, r in g["results"].items()}, g["raised_at"], g["failed"]))
     return graded
 
 
@@ -332,14 +331,6 @@ def raise_line(regions, r):
     (each blanked region before r in its file, lines begin..end, became one line)."""
     removed = sum(q.end - q.begin for q in regions if q.file == r.file and q.begin < r.begin)
     return f"{r.file}:{r.begin + 1 - removed}"
-
-
-def blank_only(copy, regions, r):
-    """Turn `copy`, made with `regions` blanked, into one where only region r is blanked."""
-    for f in {q.file for q in regions}:
-        (copy / f).write_bytes((ROOT / f).read_bytes())
-    lines = (ROOT / r.file).read_bytes().decode("utf-8").splitlines(keepends=True)
-    (copy / r.file).write_bytes("".join(lines[:r.begin] + [r.replacement()] + lines[r.end + 1:]).encode("utf-8"))
 
 
 # Not step10 (ops.py, the fast path: not a course step; step01's copies blank it too, so that it
@@ -372,8 +363,8 @@ def test_each_step_fails_on_each_of_its_blanks(tmp_path, weights_path, step):
     jobs = []
     for k, r in enumerate(hidden):
         alone = tmp_path / f"alone{k}"
-        student.make_student_copy(ROOT, alone, steps={step})
-        blank_only(alone, regions, r)
+        student.make_student_copy(ROOT, alone, steps={step},
+                                  select=lambda q, r=r: (q.file, q.begin) == (r.file, r.begin))
         near = {n for where, ids in graded.raised_at.items() if where.startswith(f"{r.file}:") for n in ids}
         order = sorted(graded.failed, key=lambda n: (n not in near, graded.failed[n]))
         jobs.append((alone, files, [raise_line([r], r)], order))

@@ -174,9 +174,11 @@ def _indent(line: str) -> str:
     return line[:len(line) - len(line.lstrip())]
 
 
-def blank(source: str, name: str, steps=None):
-    """(blanked source, regions blanked). steps: blank only regions of these steps (None: all)."""
-    regions = [r for r in find_regions(source, name) if steps is None or r.step in steps]
+def blank(source: str, name: str, steps=None, select=None):
+    """(blanked source, regions blanked). steps: blank only regions of these steps (None: all);
+    select: of those, only the regions r with select(r) true (None: all of them)."""
+    regions = [r for r in find_regions(source, name)
+               if (steps is None or r.step in steps) and (select is None or select(r))]
     if not regions:
         return source, []
     lines = source.splitlines(keepends=True)
@@ -223,8 +225,10 @@ def is_solution_file(rel: str) -> bool:
     return rel.startswith("minibert/") and rel.endswith(".py")
 
 
-def make_student_copy(src, out, steps=None, force=False) -> list:
-    """Copy project `src` to `out` with the solution regions blanked; returns the regions."""
+def make_student_copy(src, out, steps=None, force=False, select=None) -> list:
+    """Copy project `src` to `out` with the solution regions blanked; returns the regions.
+    steps and select: which regions, as `blank` takes them (the grader's checks blank one
+    region alone with select)."""
     src, out = Path(src).resolve(), Path(out).resolve()
     if out == src or out in src.parents:
         raise ValueError(f"{out}: the student copy cannot be the project or a folder above it")
@@ -247,7 +251,7 @@ def make_student_copy(src, out, steps=None, force=False) -> list:
     blanked, regions = {}, []
     for rel in files:
         if is_solution_file(rel):
-            text, found = blank((src / rel).read_text(encoding="utf-8"), rel, steps)
+            text, found = blank((src / rel).read_text(encoding="utf-8"), rel, steps, select)
             if found:
                 blanked[rel] = text
                 regions += found
