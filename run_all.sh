@@ -154,16 +154,16 @@ stage() {  # stage NAME [--after "NAME ..." | --last] command...
   fi
   NAMES+=("$name"); NEEDS+=("$after"); CMDS+=("$(printf '%q ' "$@")")
 }
-M="$PY -m minibert"
-TRAIN=($M train --data-dir "$DATA_DIR" $QUICK_TRAIN $LIMIT)  # an array: a data path may hold spaces
+M=("$PY" -m minibert)  # arrays: the python path and a data path may hold spaces
+TRAIN=("${M[@]}" train --data-dir "$DATA_DIR" $QUICK_TRAIN $LIMIT)
 
 # steps 1-3: each assignment grades its step with the checks, then shows it working
-stage model-check     $PY assignments/01_bert_sanity.py
-stage tokenizer-check $PY assignments/02_tokenizer.py
-stage optimizer-check $PY assignments/03_optimizer.py --quick
-stage sentiment-sst   $M sentiment --dataset sst --option finetune $SENT_ARGS --out "$RUNS/sentiment-sst"
-stage sentiment-cfimdb $M sentiment --dataset cfimdb --option finetune $CF_ARGS --out "$RUNS/sentiment-cfimdb"
-stage pretrain        $M pretrain --data-dir "$DATA_DIR" $PT_ARGS --out "$RUNS/pretrain"
+stage model-check     "$PY" assignments/01_bert_sanity.py
+stage tokenizer-check "$PY" assignments/02_tokenizer.py
+stage optimizer-check "$PY" assignments/03_optimizer.py --quick
+stage sentiment-sst   "${M[@]}" sentiment --dataset sst --option finetune $SENT_ARGS --out "$RUNS/sentiment-sst"
+stage sentiment-cfimdb "${M[@]}" sentiment --dataset cfimdb --option finetune $CF_ARGS --out "$RUNS/sentiment-cfimdb"
+stage pretrain        "${M[@]}" pretrain --data-dir "$DATA_DIR" $PT_ARGS --out "$RUNS/pretrain"
 stage baseline        "${TRAIN[@]}" --stage baseline --epochs $MT_EPOCHS --out "$RUNS/baseline"
 stage mt-round-robin  "${TRAIN[@]}" --stage multitask --schedule round-robin --epochs $MT_EPOCHS --out "$RUNS/mt-round-robin"
 stage mt-random       "${TRAIN[@]}" --stage multitask --schedule random --epochs $MT_EPOCHS --out "$RUNS/mt-random"
@@ -190,7 +190,7 @@ cross_pipeline() {  # cross_pipeline NAME SEED LABEL: its multitask stage NAME, 
 ensemble_stage() {  # ensemble_stage NAME MEMBER...: the members' best/ averaged, once they are done
   local name="$1" members=() m; shift
   for m in "$@"; do members+=("$RUNS/$m/best"); done
-  stage "$name" --after "$*" $M ensemble --data-dir "$DATA_DIR" $LIMIT --out "$RUNS/$name" --checkpoints "${members[@]}"
+  stage "$name" --after "$*" "${M[@]}" ensemble --data-dir "$DATA_DIR" $LIMIT --out "$RUNS/$name" --checkpoints "${members[@]}"
 }
 cross_pipeline mt-cross 0 ""
 if [ "$PROFILE" = full ]; then  # too long for quick: two more seeds of the best pipeline,
@@ -217,7 +217,7 @@ if [ "$PROFILE" = full ]; then  # too long for quick: two more seeds of the best
   ensemble_stage ensemble-best $SEED_MEMBERS sst-alone-0 sst-alone-1 sts-alone-0 sts-alone-1
 fi
 ensemble_stage ensemble mt-cross-st mt-st pt-mt-st mt-random
-stage results --last  $M results --runs "$RUNS" --out "$RUNS/results"  # the table of what ran
+stage results --last  "${M[@]}" results --runs "$RUNS" --out "$RUNS/results"  # the table of what ran
 
 if [ -n "$ONLY" ] && [[ " ${DECLARED[*]} " != *" $ONLY "* ]]; then
   echo "run_all.sh: --only $ONLY: no such stage in the $PROFILE profile; its stages: ${DECLARED[*]}" >&2

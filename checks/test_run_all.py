@@ -241,8 +241,10 @@ runpy.run_module("minibert", run_name="__main__")
 def test_ctrl_c_stops_a_stage_with_a_checkpoint_that_the_next_run_resumes(world, tmp_path, jobs, to):
     """Ctrl-C reaches the running stage (with --jobs 1 directly, tee -i outliving it to carry
     its last lines; with --jobs N through run_all.sh's trap), which saves a checkpoint after
-    its step; the next run_all.sh resumes it."""
-    wrapper = tmp_path / "python-ctrl-c"
+    its step; the next run_all.sh resumes it. The wrapper's path holds a space, which every
+    stage's command line must keep quoted."""
+    wrapper = tmp_path / "a python" / "python-ctrl-c"
+    wrapper.parent.mkdir()
     wrapper.write_text(WRAPPER.format(python=sys.executable))
     wrapper.chmod(0o755)
     common = ["--profile", "full", "--data-dir", world[1], "--weights", world[0], "--runs", tmp_path / "runs",
