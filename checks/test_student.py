@@ -206,8 +206,9 @@ def check_files(step):
 # that fails on every example takes ~25 s and proves nothing more). A plugin records, for each
 # check, where each NotImplementedError it raised came from (file:line in the copy, the innermost
 # frame: that tells two blanks of one function apart even when their messages are the same),
-# each check's outcome and crash message (the first phase that did not pass: setup or teardown
-# failing is an "error", the test itself a "failure") and the failed checks' times; it stops a
+# each check's outcome and crash message (its worst phase, the first of equals: setup or
+# teardown failing is an "error", the test itself a "failure"; a check file that fails to
+# import, an "error" under the file's name) and the failed checks' times; it stops a
 # copy's run once every line in `stop_when` has raised, and with `order` runs only those checks,
 # in that order.
 GRADER = r"""
@@ -234,6 +235,9 @@ def not_implemented(exc, seen):
     yield from not_implemented(exc.__context__, seen)
 
 
+RANK = {"passed": 0, "skipped": 1, "failure": 2, "error": 2}  # a later phase's report replaces a milder one
+
+
 class Blanks:
     def __init__(self, copy, stop_when, order):
         self.copy, self.stop_when, self.order = copy, set(stop_when), order
@@ -248,10 +252,11 @@ class Blanks:
     def pytest_runtest_makereport(self, item, call):
         report = (yield).get_result()
         self.time[item.nodeid] = self.time.get(item.nodeid, 0.0) + call.duration
-        if (report.failed or report.skipped) and self.results.get(item.nodeid, ("passed",))[0] == "passed":
+        if report.failed or report.skipped:
             outcome = "skipped" if report.skipped else "failure" if report.when == "call" else "error"
-            crash = getattr(report.longrepr, "reprcrash", None)
-            self.results[item.nodeid] = (outcome, crash.message if crash else str(report.longrepr))
+            if RANK[outcome] > RANK[self.results.get(item.nodeid, ("passed",))[0]]:
+                crash = getattr(report.longrepr, "reprcrash", None)
+                self.results[item.nodeid] = (outcome, crash.message if crash else str(report.longrepr))
         elif report.when == "call":
             self.results.setdefault(item.nodeid, ("passed", ""))
         for e in not_implemented(call.excinfo.value if call.excinfo else None, set()):
@@ -264,6 +269,10 @@ class Blanks:
                 self.raised_at.setdefault(where, []).append(item.nodeid)
         if self.stop_when and self.stop_when <= set(self.raised_at):
             item.session.shouldstop = "every blank looked for has raised"
+
+    def pytest_collectreport(self, report):
+        if report.failed:  # a check file that does not even import: no check of it runs
+            self.results[report.nodeid] = ("error", str(report.longrepr))
 
 
 base_path = [p for p in sys.path if p]
@@ -282,7 +291,7 @@ for job in json.loads(Path(sys.argv[1]).read_text()):
     pytest.main([*job["files"], "-q", "-p", "no:cacheprovider", "-W", "ignore"], plugins=[blanks])
     failed = [n for n, (outcome, _) in blanks.results.items() if outcome in ("failure", "error")]
     (copy / "graded.json").write_text(json.dumps({"results": blanks.results, "raised_at": blanks.raised_at,
-                                                  "failed": {n: blanks.time[n] for n in failed}}))
+                                                  "failed": {n: blanks.time.get(n, 0.0) for n in failed}}))
 """
 
 

@@ -4,11 +4,13 @@
 #   one whole `bash run_all.sh --profile PROFILE --jobs JOBS --keep-going`, timed (issues 6, 8):
 #   every stage, the checks of steps 1-3 included (step 3's CUDA-graph check needs the GPU);
 #   --keep-going, so a failed check does not stop the training stages after it.
-#   Then, in EXTRA_SECONDS (default 0: none) the GPU-only work run_all.sh does not do: the
-#   CUDA-parametrized checks (test_ops.py, test_optim.py) and PCGrad's merge on CUDA.
-# nvidia-smi samples the GPU's use every 5 s meanwhile. Everything stops after SECONDS, so the
-# logs still reach $OUT; a second call on the same warm machine goes on where this one stopped
-# (run_all.sh skips completed stages).
+#   Then, in EXTRA_SECONDS more (default 0: none), the GPU-only work run_all.sh does not do:
+#   the checks that need CUDA (test_ops.py's CUDA-parametrized ones, test_optim.py's CUDA-graph
+#   replay) and PCGrad's merge on CUDA (bench-pcgrad).
+# nvidia-smi samples the GPU's use every 5 s meanwhile. run_all.sh stops after SECONDS (the
+# whole script after SECONDS + EXTRA_SECONDS at most), so the logs still reach $OUT; a second
+# call on the same warm machine goes on where this one stopped (run_all.sh skips completed
+# stages).
 set -u -o pipefail
 export PYTHONUNBUFFERED=1 MINIBERT_DATA=${MINIBERT_DATA:-gpu/data}
 export MINIBERT_WEIGHTS=${MINIBERT_WEIGHTS:-gpu/weights/all-MiniLM-L6-v2}
