@@ -49,15 +49,13 @@ say() { printf '\n== %s\n' "$*"; }
 
 # ---- setup: install what is missing, fetch the weights, find the data ----------------
 say "setup"
-if ! "$PY" -c "import torch" 2>/dev/null; then
-  echo "installing torch==2.13.0 (CPU build)"
-  "$PY" -m pip install -q torch==2.13.0
-fi
+# (found, not imported: importing torch alone takes seconds, and the look below imports it)
 missing=$("$PY" - <<'EOF'
 import importlib.util
-# runtime needs, the plot, and the checks that grade steps 1-3 (transformers/tokenizers: oracles)
-need = {"numpy": "numpy", "safetensors": "safetensors", "regex": "regex", "tqdm": "tqdm",
-        "matplotlib": "matplotlib", "pytest": "pytest", "hypothesis": "hypothesis",
+# torch (the pinned version: a CPU build where pip's index has one), the runtime needs, the
+# plot, and the checks that grade steps 1-3 (transformers/tokenizers: oracles)
+need = {"torch": "torch==2.13.0", "numpy": "numpy", "safetensors": "safetensors", "regex": "regex",
+        "tqdm": "tqdm", "matplotlib": "matplotlib", "pytest": "pytest", "hypothesis": "hypothesis",
         "transformers": "transformers", "tokenizers": "tokenizers"}
 print(" ".join(pkg for mod, pkg in need.items() if importlib.util.find_spec(mod) is None))
 EOF
@@ -86,12 +84,14 @@ if [ -n "$absent" ]; then
 fi
 # one look at the machine: CUDA or not, the default --jobs there, its CPU cores, torch; and
 # the quick subsets' size, which train --quick owns (minibert/train.py QUICK)
-read -r HAS_CUDA DEFAULT_JOBS CPUS QUICK_LIMIT TORCH <<EOF
-$("$PY" -c "import os, torch; c = torch.cuda.is_available()
+look=$("$PY" -c "import os, torch; c = torch.cuda.is_available()
 from minibert.train import QUICK
 # on a GPU, one stage per 12 GiB of its memory, at most 4; on a CPU, one at a time
 jobs = max(1, min(4, torch.cuda.get_device_properties(0).total_memory // (12 * 2**30))) if c else 1
-print(int(c), jobs, os.cpu_count() or 1, QUICK['limit'], 'torch', torch.__version__, 'cuda' if c else 'cpu')")
+print(int(c), jobs, os.cpu_count() or 1, QUICK['limit'], 'torch', torch.__version__, 'cuda' if c else 'cpu')") \
+  || { echo "run_all.sh: $PY cannot import torch and minibert (the error is above)" >&2; exit 1; }
+read -r HAS_CUDA DEFAULT_JOBS CPUS QUICK_LIMIT TORCH <<EOF
+$look
 EOF
 [ -n "$PROFILE" ] || { [ "$HAS_CUDA" = 1 ] && PROFILE=full || PROFILE=quick; }
 JOBS="${JOBS:-$DEFAULT_JOBS}"
