@@ -335,6 +335,55 @@ def failures(results):
     return {t: m for t, (o, m) in results.items() if o in ("failure", "error")}
 
 
+SCRATCH_CHECKS = """
+import pytest
+from lib import f
+
+@pytest.fixture
+def breaks_on_teardown():
+    yield
+    raise RuntimeError("teardown broke")
+
+def test_passes():
+    pass
+
+def test_fails():
+    f()
+
+def test_skips():
+    pytest.skip("not here")
+
+def test_skips_then_breaks(breaks_on_teardown):
+    pytest.skip("not here")
+"""
+
+
+def test_grader_records_each_outcome(tmp_path):
+    """The grading plugin's record on scratch copies: a check that passes, one that fails on a
+    blank (its NotImplementedError traced to the copy's file:line), a skip, a skip whose
+    teardown then breaks (an error: the worse phase wins), and a check file that fails to
+    import (an error under the file's name)."""
+    copy, broken = tmp_path / "copy", tmp_path / "broken"
+    for c in (copy, broken):
+        (c / "checks").mkdir(parents=True)
+    (copy / "lib.py").write_text("def f():\n    raise NotImplementedError('step07: f')\n")
+    (copy / "checks" / "test_a.py").write_text(SCRATCH_CHECKS)
+    (broken / "checks" / "test_b.py").write_text("raise ImportError('broken on purpose')\n")
+    g, b = grade(tmp_path, [(copy, ["checks/test_a.py"], [], None), (broken, ["checks/test_b.py"], [], None)])
+    a = "checks/test_a.py::"
+    assert g.results[a + "test_passes"] == ("passed", "")
+    assert g.results[a + "test_fails"] == ("failure", "NotImplementedError: step07: f")
+    assert g.results[a + "test_skips"][0] == "skipped"
+    outcome, message = g.results[a + "test_skips_then_breaks"]
+    assert outcome == "error" and "teardown broke" in message, (outcome, message)
+    assert len(g.results) == 4
+    assert g.raised_at == {"lib.py:2": [a + "test_fails"]}
+    assert set(g.failed) == {a + "test_fails", a + "test_skips_then_breaks"}
+    (name, (outcome, message)), = b.results.items()
+    assert (name, outcome) == ("checks/test_b.py", "error") and "broken on purpose" in message, b.results
+    assert set(b.failed) == {"checks/test_b.py"}
+
+
 def raise_line(regions, r):
     """'file:line' of the raise that replaces region r in a copy where `regions` are blanked
     (each blanked region before r in its file, lines begin..end, became one line)."""
@@ -372,8 +421,7 @@ def test_each_step_fails_on_each_of_its_blanks(tmp_path, weights_path, step):
     jobs = []
     for k, r in enumerate(hidden):
         alone = tmp_path / f"alone{k}"
-        student.make_student_copy(ROOT, alone, steps={step},
-                                  select=lambda q, r=r: (q.file, q.begin) == (r.file, r.begin))
+        student.make_student_copy(ROOT, alone, steps={step}, select=lambda q, r=r: q == r)
         near = {n for where, ids in graded.raised_at.items() if where.startswith(f"{r.file}:") for n in ids}
         order = sorted(graded.failed, key=lambda n: (n not in near, graded.failed[n]))
         jobs.append((alone, files, [raise_line([r], r)], order))
