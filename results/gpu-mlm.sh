@@ -28,8 +28,6 @@ arm pt3 --epochs 3 &
 arm pt10 --epochs 10 --max-minutes "$(python3 -c "print(round($BUDGET / 150, 2))")" &
 wait
 echo "all arms: $((SECONDS - start)) s"
-for f in "$R"/*/summary.json; do
-  python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(sys.argv[1], {k: round(v, 4) for k, v in (d.get('dev') or d.get('after') or {}).items() if isinstance(v, float)}, d.get('wall_time_s'), (d.get('options') or {}).get('epochs'), d.get('steps') or d.get('epochs_done'))" "$f"
-done
-tail -n 2 "$R"/*pretrain.log
+python3 -m minibert results --runs "$R" --out "$R/results" > /dev/null && cat "$R/results/table.md"
+tail -n 2 "$R"/*pretrain.log  # the MLM's held-out figures
 tar czf "$OUT/mlm.tgz" --exclude='*.safetensors' --exclude='checkpoints' --exclude='best' --exclude='model' "$R" 2>/dev/null
