@@ -386,17 +386,23 @@ def test_pcgrad_plan_draws_equal_samples(world):
         assert sum(len(step[k][1]) for step in plan) == 20
 
 
-@pytest.mark.parametrize("schedule, extra", [("round-robin", ["--layer-lr-decay", "0.5", "--sst-rdrop", "1", "--sts-rdrop", "1"]),
-                                           ("pcgrad", ["--random-pair-order", "--ema", "0.9"])])
-def test_resume_equals_uninterrupted_bitwise(world, tmp_path, schedule, extra):
+@pytest.mark.parametrize("schedule, stop, extra", [
+    ("round-robin", 4, ["--layer-lr-decay", "0.5", "--sst-rdrop", "1", "--sts-rdrop", "1"]),
+    ("pcgrad", 4, ["--random-pair-order", "--ema", "0.9"]),
+    ("round-robin", 8, ["--stage", "baseline", "--epochs", "3"])])  # 6 steps an epoch: no STS head
+def test_resume_equals_uninterrupted_bitwise(world, tmp_path, schedule, stop, extra):
+    """Killed mid-epoch 1 (the second) and resumed, a run ends where an uninterrupted one ends:
+    weights, random state, metrics and prediction files. With the encoder frozen (baseline),
+    the resumed run rebuilds best/'s model from disk at the end of epoch 1, which must not
+    draw on the run's random numbers (dropout in the epochs after it)."""
     args = ["--epochs", "2", "--schedule", schedule, *extra]
     full = run(world, tmp_path / "full", *args)
-    part = run(world, tmp_path / "part", *args, "--stop-after-step", "4")  # mid-epoch 1
+    part = run(world, tmp_path / "part", *args, "--stop-after-step", str(stop))  # mid-epoch 1
     assert not (part / "summary.json").exists()
     config = json.loads((part / "config.json").read_text())  # as written before --tasks existed:
     (part / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k not in ("tasks", "sts_loss")}))
     run(world, tmp_path / "part", *args, "--resume")  # the options it lacks take their defaults
-    for f in ["model.safetensors"] + (["ema.safetensors"] if "--ema" in extra else []):
+    for f in ["model.safetensors", "rng.safetensors"] + (["ema.safetensors"] if "--ema" in extra else []):
         a = read_safetensors(latest_checkpoint(full / "checkpoints") / f)
         b = read_safetensors(latest_checkpoint(part / "checkpoints") / f)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f
@@ -843,14 +849,19 @@ def _ddp_worker(rank, world_size, port, world, out):
     torch.save({k: v.clone() for k, v in model.state_dict().items()}, out.parent / f"rank{rank}.pt")
 
 
-@pytest.mark.parametrize("schedule", ["round-robin", "pcgrad"])
-def test_two_processes_take_the_same_steps(world, tmp_path, schedule):
+def spawn_two(worker, *args):
+    """Run worker(rank, 2, port, *args) in two processes that can join one gloo group."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    mp.spawn(worker, args=(2, port, *args), nprocs=2)
+
+
+@pytest.mark.parametrize("schedule", ["round-robin", "pcgrad"])
+def test_two_processes_take_the_same_steps(world, tmp_path, schedule):
     os.environ["SCHEDULE"] = schedule
     try:
-        mp.spawn(_ddp_worker, args=(2, port, world, tmp_path / "ddp"), nprocs=2)
+        spawn_two(_ddp_worker, world, tmp_path / "ddp")
     finally:
         del os.environ["SCHEDULE"]
     a = torch.load(tmp_path / "rank0.pt")
@@ -860,3 +871,27 @@ def test_two_processes_take_the_same_steps(world, tmp_path, schedule):
     assert not torch.equal(a["bert.encoder.layer.0.attention.self.query.weight"],
                            initial["bert.encoder.layer.0.attention.self.query.weight"])
     assert (tmp_path / "ddp" / "summary.json").is_file()
+
+
+def _all_reduce_worker(rank, world_size, port, out):
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    try:
+        both, one, none = (torch.nn.Parameter(torch.zeros(2, 3)) for _ in range(3))
+        both.grad = torch.full((2, 3), float(rank + 1))  # 1 on rank 0, 2 on rank 1
+        one.grad = torch.full((2, 3), 4.0) if rank == 0 else None  # only rank 0 trained its task
+        train.all_reduce_gradients([both, one, none])
+        torch.save([None if p.grad is None else p.grad.clone() for p in (both, one, none)], out / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_all_reduce_keeps_a_parameter_no_process_trained_without_gradient(tmp_path):
+    """Under torchrun a head that no process trained this step has no gradient afterwards, as
+    on one process (AdamW then skips it); one that some process trained gets the mean, zeros
+    counted for the others."""
+    spawn_two(_all_reduce_worker, tmp_path)
+    for rank in (0, 1):
+        both, one, none = torch.load(tmp_path / f"rank{rank}.pt")
+        assert torch.equal(both, torch.full((2, 3), 1.5)) and torch.equal(one, torch.full((2, 3), 2.0))
+        assert none is None

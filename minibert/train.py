@@ -274,11 +274,16 @@ def my_share(plan, rank, world):
 
 
 def all_reduce_gradients(params):
-    """Average the gradients over processes: one all-reduce of one flat vector (missing
-    gradients count as zeros). A no-op on one process."""
+    """Average the gradients over processes: one all-reduce of one flat vector. A gradient
+    missing on some processes counts as zeros there (processes may train different tasks in
+    one step); a parameter with no gradient on any process keeps none, as on one process, so
+    that AdamW leaves it alone (no weight decay, no step on old momentum). A no-op on one
+    process."""
     if distributed():
-        for p, g in zip(params, averaged([p.grad for p in params], params)):
-            p.grad = g
+        had = torch.tensor([float(p.grad is not None) for p in params], device=params[0].device)  # (n,)
+        *grads, had = averaged([p.grad for p in params] + [had], params + [had])  # the flags ride along
+        for p, g, h in zip(params, grads, had.tolist()):
+            p.grad = g if h > 0 else None
 
 
 def train_step(model, step_tasks, train, device, args, shared, heads, step) -> dict:
@@ -328,8 +333,12 @@ class BestTracker:
             return []
         if self.per_task:
             if self.best_model is None:
-                self.best_model = (load_model(self.folder) if (self.folder / "heads.json").is_file()
-                                   else copy.deepcopy(model)).cpu()
+                # a resumed run rebuilds best/ from disk; building a model initialises its heads
+                # at random first, which must not draw on the run's own random numbers (later
+                # dropout masks), or the run would no longer be the uninterrupted one
+                with torch.random.fork_rng(devices=[]):
+                    self.best_model = (load_model(self.folder) if (self.folder / "heads.json").is_file()
+                                       else copy.deepcopy(model)).cpu()
             tasks = [t for t in TASKS if METRICS[t] in improved]
             src = dict(model.named_parameters())
             with torch.no_grad():
