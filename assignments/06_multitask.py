@@ -4,8 +4,10 @@ What it teaches: sentiment (SST, 5 classes), paraphrase (Quora, binary) and simi
 Pearson r) trained together on one shared encoder, and the schedules that interleave them:
 round-robin and random-shuffling-dropout.
 Where: minibert/data.py (the three datasets), minibert/heads.py (MultitaskBERT),
-minibert/train.py (epoch_plan: the schedules; the training loop).
-Graded by: checks/test_data.py and checks/test_train.py (`pytest checks/ -m step06`).
+minibert/train.py (epoch_plan: the schedules, and the equal-size samples step 7's PCGrad
+trains on; the training loop).
+Graded by: checks/test_data.py and checks/test_train.py (`pytest checks/ -m step06`); the
+PCGrad cases of test_train.py need step 7 and are graded with it.
 Runs `python -m minibert train --stage multitask --schedule round-robin` (in
 runs/multitask-round-robin/; `--schedule random` runs in runs/multitask-random/); prints SST
 accuracy, paraphrase accuracy, STS r and their mean: see results/.

@@ -3,8 +3,9 @@
 What it teaches: when two tasks' gradients conflict (negative dot product), project each onto
 the normal plane of the other before summing, so no task undoes another's progress.
 Where: minibert/pcgrad.py (pcgrad_project, then the same on the Gram matrix: pcgrad_weights,
-which pc_backward uses); the schedule in minibert/train.py.
-Graded by: checks/test_pcgrad.py (`pytest checks/ -m step07`): against a float64 brute force.
+which pc_backward uses); the schedule's samples in minibert/train.py are step 6's.
+Graded by: checks/test_pcgrad.py (`pytest checks/ -m step07`): against a float64 brute force;
+and the PCGrad cases of checks/test_train.py, which train with it (they carry step07's marker).
 Runs `python -m minibert train --stage multitask --schedule pcgrad` (runs/multitask-pcgrad/):
 see results/ for its dev scores next to round-robin's.
 """

@@ -1,7 +1,9 @@
 """Shared fixtures and the course's step markers.
 
 Every check belongs to one assignment step, by the file it lives in, so a student can run
-`pytest checks/ -m step03` to grade one step (see assignments/ and `make-student-copy`).
+`pytest checks/ -m step03` to grade one step (see assignments/ and `make-student-copy`). A
+check that needs a later step's code carries that step's marker itself, which wins: the
+PCGrad cases of checks/test_train.py (step06's file) are step07's, since they run PCGrad.
 """
 
 import signal
@@ -28,14 +30,18 @@ STEPS = {
 }
 
 
+MARKERS = sorted(set(STEPS.values())) + ["step08", "step09", "project"]
+
+
 def pytest_configure(config):
-    for step in sorted(set(STEPS.values())) + ["step08", "step09", "project"]:
+    for step in MARKERS:
         config.addinivalue_line("markers", f"{step}: checks of course step {step}")
 
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        item.add_marker(getattr(pytest.mark, STEPS.get(Path(str(item.fspath)).name, "project")))
+        if not any(m.name in MARKERS for m in item.iter_markers()):  # a check's own marker wins
+            item.add_marker(getattr(pytest.mark, STEPS.get(Path(str(item.fspath)).name, "project")))
 
 
 @pytest.fixture(scope="module")

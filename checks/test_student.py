@@ -6,8 +6,9 @@ so it imports the copy's minibert), with the real weights and data:
 - for each course step, a copy with only that step blanked: its checks fail, on its blanks,
   and each of its regions is caught (some check raises from the line that replaced it; a
   region hidden behind another blank of its step is blanked alone in a copy of its own);
-- a copy with only step07 blanked: every step07 check fails, each of its regions raises, the
-  step03 checks still pass (a blank breaks its own step, not the steps before it).
+- a copy with only step07 blanked: every step07 check fails (test_pcgrad.py's, and the PCGrad
+  cases of test_train.py, which carry step07's marker), each of its regions raises, and the
+  step03 and step06 checks still pass (a blank breaks its own step, not the steps before it).
 The solution itself passes the same checks in the normal run of this suite. (Running every
 check inside the full copy would prove the same and take minutes: many checks run long
 before they reach a blank.)
@@ -42,8 +43,9 @@ REQUIRED = {
 }
 COURSE_STEPS = [f"step0{i}" for i in range(1, 8)]  # the steps that have check files
 
-if any("raise NotImplementedError('step" in p.read_text() for p in (ROOT / "minibert").glob("*.py")):
-    pytest.skip("this is a student copy: its blanks are graded by the step checks",
+# a student copy has no solution markers: blanked, or with every blank written by the student
+if not any(student.marker_lines(p.read_text(), p.name) for p in (ROOT / "minibert").glob("*.py")):
+    pytest.skip("this is a student copy (no solution regions): its work is graded by the step checks",
                 allow_module_level=True)
 
 
@@ -208,7 +210,8 @@ def check_files(step):
 # frame: that tells two blanks of one function apart even when their messages are the same),
 # each check's outcome and crash message (its worst phase, the first of equals: setup or
 # teardown failing is an "error", the test itself a "failure"; a check file that fails to
-# import, an "error" under the file's name) and the failed checks' times; it stops a
+# import, an "error" under the file's name), each check's course step (its step marker: see
+# checks/conftest.py) and the failed checks' times; it stops a
 # copy's run once every line in `stop_when` has raised, and with `order` runs only those checks,
 # in that order.
 GRADER = r"""
@@ -241,7 +244,7 @@ RANK = {"passed": 0, "skipped": 1, "failure": 2, "error": 2}  # a later phase's 
 class Blanks:
     def __init__(self, copy, stop_when, order):
         self.copy, self.stop_when, self.order = copy, set(stop_when), order
-        self.raised_at, self.results, self.time = {}, {}, {}
+        self.raised_at, self.results, self.time, self.steps = {}, {}, {}, {}
 
     def pytest_collection_modifyitems(self, items):
         if self.order is not None:
@@ -252,6 +255,8 @@ class Blanks:
     def pytest_runtest_makereport(self, item, call):
         report = (yield).get_result()
         self.time[item.nodeid] = self.time.get(item.nodeid, 0.0) + call.duration
+        self.steps[item.nodeid] = next((m.name for m in item.iter_markers()
+                                        if m.name.startswith("step") or m.name == "project"), None)
         if report.failed or report.skipped:
             outcome = "skipped" if report.skipped else "failure" if report.when == "call" else "error"
             if RANK[outcome] > RANK[self.results.get(item.nodeid, ("passed",))[0]]:
@@ -291,7 +296,8 @@ for job in json.loads(Path(sys.argv[1]).read_text()):
     pytest.main([*job["files"], "-q", "-p", "no:cacheprovider", "-W", "ignore"], plugins=[blanks])
     failed = [n for n, (outcome, _) in blanks.results.items() if outcome in ("failure", "error")]
     (copy / "graded.json").write_text(json.dumps({"results": blanks.results, "raised_at": blanks.raised_at,
-                                                  "failed": {n: blanks.time.get(n, 0.0) for n in failed}}))
+                                                  "failed": {n: blanks.time.get(n, 0.0) for n in failed},
+                                                  "steps": blanks.steps}))
 """
 
 
@@ -300,6 +306,7 @@ class Graded:
     results: dict    # {node id: (outcome, message)}; outcome: passed, failure, error or skipped
     raised_at: dict  # {"minibert/x.py:LINE": [node ids]}: where each check's NotImplementedError came from
     failed: dict     # {node id: seconds} of the checks that failed
+    steps: dict      # {node id: its course step marker} of the checks that ran
 
 
 def grade(weights, jobs):
@@ -322,7 +329,7 @@ def grade(weights, jobs):
         record = Path(copy) / "graded.json"
         assert record.is_file(), proc.stdout[-3000:] + proc.stderr[-3000:]
         g = json.loads(record.read_text())
-        graded.append(Graded({n: tuple(r) for n, r in g["results"].items()}, g["raised_at"], g["failed"]))
+        graded.append(Graded({n: tuple(r) for n, r in g["results"].items()}, g["raised_at"], g["failed"], g["steps"]))
     return graded
 
 
@@ -432,16 +439,18 @@ def test_each_step_fails_on_each_of_its_blanks(tmp_path, weights_path, step):
 
 
 def test_a_blank_breaks_its_own_step_only(tmp_path, weights_path):
-    """A copy with only step07 (PCGrad) blanked: every check of step07 fails, on that blank,
-    each of its regions raises in some check, and the earlier step03 (AdamW) checks all still
-    pass there."""
+    """A copy with only step07 (PCGrad) blanked: every check of step07 fails, on that blank
+    (test_pcgrad.py's, and test_train.py's PCGrad cases, which carry step07's marker), each of
+    its regions raises in some check, and the earlier steps' checks all still pass there:
+    step03 (AdamW), and step06 (the schedules), which a student grades before writing PCGrad."""
     copy = tmp_path / "copy"
     regions = student.make_student_copy(ROOT, copy, steps={"step07"})
-    graded = run_checks(copy, weights_path, check_files("step07") + check_files("step03"))
+    graded = run_checks(copy, weights_path, check_files("step07") + check_files("step06") + check_files("step03"))
     assert regions and all(raise_line(regions, r) in graded.raised_at for r in regions), graded.raised_at
     results = graded.results
-    ours = {t: r for t, r in results.items() if "test_pcgrad" in t}
-    assert ours and all(o in ("failure", "error") and "NotImplementedError: step07:" in m
-                        for o, m in ours.values()), ours
+    ours = {t: r for t, r in results.items() if graded.steps.get(t) == "step07"}
+    assert any("test_pcgrad" in t for t in ours) and any("test_train" in t for t in ours), ours
+    assert all(o in ("failure", "error") and "NotImplementedError: step07:" in m for o, m in ours.values()), ours
     others = {t: o for t, (o, _) in results.items() if t not in ours}
-    assert others and set(others.values()) <= {"passed", "skipped"}, others
+    assert {graded.steps.get(t) for t in others} == {"step03", "step06"}, others
+    assert set(others.values()) <= {"passed", "skipped"}, {t: o for t, o in others.items() if o != "passed"}
