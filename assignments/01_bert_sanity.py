@@ -9,6 +9,8 @@ with transformers' BertModel on the real weights (max abs difference < 1e-5).
 Then runs `python -m minibert check-model`: it loads all-MiniLM-L6-v2 (6 layers, hidden 384,
 22.7M parameters) and expects the paraphrase "Someone plays the guitar." closer to
 "A man is playing a guitar." than an unrelated sentence (cosine of mean-pooled vectors).
+That run tokenizes the sentences with step 2's WordPiece: in a student copy it stops at
+"step02: implement ..." until step 2 is written (step 1's checks do not need it).
 """
 
 import sys

@@ -3,7 +3,8 @@
 What it teaches: normalisation (clean, strip accents, lower-case), pre-tokenisation
 (whitespace and punctuation), greedy longest-match-first WordPiece with "##" continuations,
 and [CLS] ... [SEP] framing.
-Where: minibert/tokenizer.py (clean, strip_accents, normalize, pre_tokenize, wordpiece).
+Where: minibert/tokenizer.py (clean, strip_accents, normalize, pre_tokenize, wordpiece, and
+WordPieceTokenizer._truncate: fitting a sentence or a pair into max_length).
 Graded by: checks/test_tokenizer.py (`pytest checks/ -m step02`): equal ids to the Rust
 BERT tokenizer of the `tokenizers` package on random and real text.
 Then tokenizes a few sentences and, if `tokenizers` is installed, compares with it: expect

@@ -4,7 +4,8 @@ What it teaches: putting a task on a pretrained encoder. pooler_output (tanh of 
 of h_[CLS]) -> dropout -> Linear -> class logits, trained with cross-entropy, either with BERT
 frozen (`--option pretrain`: only the linear layer learns, lr 1e-3) or fine-tuned with it
 (`--option finetune`, lr 2e-5). Datasets: `--dataset sst` (5 classes) or `cfimdb` (2).
-Where: minibert/classifier.py (SentimentClassifier.forward); the multitask heads of the
+Where: minibert/classifier.py (SentimentClassifier.sentence_vector and .classify, which
+forward calls); the multitask heads of the
 later steps are in minibert/heads.py (MultitaskBERT.sentiment_logits, paraphrase_logit,
 similarity_score, mean_pool).
 Graded by: checks/test_classifier.py and checks/test_heads.py (`pytest checks/ -m step04`).

@@ -71,6 +71,8 @@ class BertEmbeddings(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids, token_type_ids):
+        """input_ids, token_type_ids: (B, T) -> (B, T, C). Position t (0..T-1) of every
+        sequence gets position embedding t; LayerNorm, then dropout, on the sum of the three."""
         # BEGIN SOLUTION
         T = input_ids.shape[1]
         positions = torch.arange(T, device=input_ids.device)  # (T,)
@@ -113,7 +115,11 @@ class BertSelfAttention(nn.Module):
 
     @staticmethod
     def attend(q, k, v, mask, dropout_p):
-        """softmax(Q K^T / sqrt(d) + mask) V, spelled out. q, k, v: (B, H, T, D)."""
+        """softmax(Q K^T / sqrt(d) + mask) V, spelled out. q, k, v: (B, H, T, D), d = D; mask:
+        (B, 1, 1, T) additive (`additive_mask`: 0 where a key is attended, the dtype's most
+        negative number at padding), broadcast over the scores (B, H, T, T). Dropout with
+        probability dropout_p goes on the attention weights (after the softmax), as in BERT.
+        Returns (B, H, T, D)."""
         # BEGIN SOLUTION
         scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, T, T)
         weights = torch.softmax(scores + mask, dim=-1)              # (B, H, T, T), rows sum to 1
@@ -166,6 +172,10 @@ class BertLayer(nn.Module):
         self.fast = False  # BertModel.set_fast
 
     def forward(self, x, mask):
+        """x: (B, T, C) -> (B, T, C). The attention sub-block (self.attention: attention, then
+        dense, dropout, residual and LayerNorm), then the feed-forward sub-block
+        (self.intermediate: dense to 4C and GELU; self.output: back to C, dropout, residual
+        from the attention sub-block's output, LayerNorm)."""
         if self.fast:  # the same function on fused ops; mask is then ops.sdpa_mask(...)
             return fused_layer(self, x, mask)
         # BEGIN SOLUTION

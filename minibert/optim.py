@@ -64,7 +64,16 @@ def check_hyperparameters(lr, betas, eps, weight_decay) -> None:
 
 def adamw_update(param, grad, state, *, lr, beta1, beta2, eps, weight_decay, amsgrad) -> None:
     """One AdamW step for one parameter, in place: the formulas of the module docstring,
-    in torch.optim.AdamW's exact order of floating-point operations."""
+    in torch.optim.AdamW's exact order of floating-point operations, so that the result
+    equals torch's bit for bit (checks/test_optim.py compares them with torch.equal; the
+    textbook order is off by ~1e-7 after a few steps). That order, with t the new step:
+      1. state["step"] += 1 (this function advances the counter, a float32 0-d tensor)
+      2. weight decay:  p *= 1 - lr * weight_decay                  (only if weight_decay != 0)
+      3. m: m.lerp_(g, 1 - beta1), i.e. m + (1 - beta1) (g - m)
+      4. v: v *= beta2, then v += (1 - beta2) g g                   (Tensor.addcmul_)
+      5. AMSGrad: vmax = max(vmax, v) in place, and vmax stands for v below
+      6. denom = sqrt(v) / sqrt(1 - beta2^t) + eps                  (Python-float corrections)
+      7. p += -(lr / (1 - beta1^t)) * m / denom                     (Tensor.addcdiv_)"""
     # BEGIN SOLUTION
     state["step"] += 1
     t = state["step"].item()  # a host sync per parameter: fine for the readable version
@@ -282,9 +291,13 @@ class AdamW(torch.optim.Optimizer):
 
 def foreach_update(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, decay, beta1,
                    beta2, eps, bias_correction2_sqrt, neg_step_size, weight_decay) -> None:
-    """The element-wise part of `adamw_update` for lists of tensors, with the step-dependent
-    scalars precomputed: sqrt(1 - beta2^t) and -lr / (1 - beta1^t), both Python floats or
-    both 0-d tensors."""
+    """The element-wise part of `adamw_update` for lists of tensors, steps 2-7 in the same
+    order, each as one torch._foreach_* call, with the step-dependent scalars precomputed:
+    decay = 1 - lr * weight_decay, bias_correction2_sqrt = sqrt(1 - beta2^t) and
+    neg_step_size = -lr / (1 - beta1^t), Python floats or 0-d tensors. The caller has already
+    advanced the step counters. torch._foreach_addcdiv_'s `value` must be a Python number:
+    a tensor neg_step_size multiplies the m's first (torch._foreach_mul), then addcdiv_ adds
+    those products divided by the denominators with no `value`."""
     # BEGIN SOLUTION: adamw_update's formulas, each as one torch._foreach_* call over the lists
     if weight_decay != 0:
         torch._foreach_mul_(params, decay)  # decoupled weight decay

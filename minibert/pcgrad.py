@@ -46,8 +46,12 @@ TINY_SQ_NORM = 1e-30
 
 
 def pcgrad_project(grads, generator=None):
-    """grads: list of K flat gradient vectors (P,), one per task. Returns K projected vectors.
-    `generator` (a torch.Generator on the CPU) fixes the random projection orders."""
+    """grads: list of K flat gradient vectors (P,), one per task. Returns K projected vectors,
+    each in its input's dtype (the arithmetic may be wider: see the comment inside).
+    The random orders (the checks hold you to this rule, to compare with a brute force): for
+    each task i in turn, 0..K-1, draw torch.randperm(K - 1, generator=generator) once; it
+    orders the other tasks j != i (in increasing j) against which g_i is projected.
+    `generator` (a torch.Generator on the CPU) thus fixes every projection order."""
     # BEGIN SOLUTION
     # In float64: |g_j|^2 of a tiny float32 gradient would underflow to zero. The vectors are
     # as long as the model, so each is converted, and each |g_j|^2 computed, only once.
@@ -70,8 +74,9 @@ def pcgrad_project(grads, generator=None):
 
 def pcgrad_weights(gram, generator=None):
     """The fast path: Algorithm 1 on the K x K Gram matrix gram[i, j] = g_i . g_j (float64, on
-    the CPU). Returns w (K,) with sum_i g_i' = sum_k w[k] g_k. The same generator gives the
-    same projection orders as `pcgrad_project`, so both return the same update."""
+    the CPU). Returns w (K,) with sum_i g_i' = sum_k w[k] g_k. It draws its random orders by
+    `pcgrad_project`'s rule (one randperm(K - 1) per task, in task order), so the same
+    generator gives the same orders and both return the same update."""
     # BEGIN SOLUTION
     k = len(gram)
     coeffs = torch.eye(k, dtype=gram.dtype)  # (K, K) row i: g_i' = sum_k coeffs[i, k] g_k

@@ -358,7 +358,9 @@ class WordPieceTokenizer:
         half the budget (2 * shorter <= budget) it is kept whole and the longer side gets the
         rest, else each side gets budget // 2 and the odd token, if any, goes to the longer
         side (to B when they are the same length). Each side keeps its first ids.
-        This is the rule of the Hugging Face tokenizers library."""
+        This is the rule of the Hugging Face tokenizers library. max_length None: no cut.
+        A max_length too small for the special tokens alone (under 2, or 3 for a pair) raises
+        ValueError("max_length must be at least N for the special tokens, got M")."""
         # BEGIN SOLUTION
         if max_length is None:
             return a, b
