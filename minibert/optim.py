@@ -292,7 +292,7 @@ class AdamW(torch.optim.Optimizer):
 def foreach_update(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, decay, beta1,
                    beta2, eps, bias_correction2_sqrt, neg_step_size, weight_decay) -> None:
     """The element-wise part of `adamw_update` for lists of tensors, steps 2-7 in the same
-    order, each as one torch._foreach_* call, with the step-dependent scalars precomputed:
+    order, as torch._foreach_* calls over the lists, with the step-dependent scalars precomputed:
     decay = 1 - lr * weight_decay, bias_correction2_sqrt = sqrt(1 - beta2^t) and
     neg_step_size = -lr / (1 - beta1^t), Python floats or 0-d tensors. The caller has already
     advanced the step counters. torch._foreach_addcdiv_'s `value` must be a Python number:

@@ -47,11 +47,13 @@ TINY_SQ_NORM = 1e-30
 
 def pcgrad_project(grads, generator=None):
     """grads: list of K flat gradient vectors (P,), one per task. Returns K projected vectors,
-    each in its input's dtype (the arithmetic may be wider: see the comment inside).
+    each in its input's dtype (computed in float64: |g_j|^2 of a tiny float32 gradient
+    underflows to zero).
     The random orders (the checks hold you to this rule, to compare with a brute force): for
-    each task i in turn, 0..K-1, draw torch.randperm(K - 1, generator=generator) once; it
-    orders the other tasks j != i (in increasing j) against which g_i is projected.
-    `generator` (a torch.Generator on the CPU) thus fixes every projection order."""
+    each task i in turn, 0..K-1, draw p = torch.randperm(K - 1, generator=generator) once;
+    with others = [j for j in range(K) if j != i], g_i is projected against others[p[0]],
+    then others[p[1]], and so on. `generator` (a torch.Generator on the CPU) thus fixes every
+    projection order."""
     # BEGIN SOLUTION
     # In float64: |g_j|^2 of a tiny float32 gradient would underflow to zero. The vectors are
     # as long as the model, so each is converted, and each |g_j|^2 computed, only once.

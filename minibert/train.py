@@ -277,8 +277,8 @@ def all_reduce_gradients(params):
     """Average the gradients over processes: one all-reduce of one flat vector. A gradient
     missing on some processes counts as zeros there (processes may train different tasks in
     one step); a parameter with no gradient on any process keeps none, as on one process, so
-    that AdamW leaves it alone (no weight decay, no step on old momentum). A no-op on one
-    process."""
+    that AdamW leaves it alone (no weight decay, no step on old momentum). Reading the flags
+    back is one small host sync a step, after the all-reduce. A no-op on one process."""
     if distributed():
         had = torch.tensor([float(p.grad is not None) for p in params], device=params[0].device)  # (n,)
         *grads, had = averaged([p.grad for p in params] + [had], params + [had])  # the flags ride along
@@ -333,8 +333,8 @@ class BestTracker:
             return []
         if self.per_task:
             if self.best_model is None:
-                # a resumed run rebuilds best/ from disk; building a model initialises its heads
-                # at random first, which must not draw on the run's own random numbers (later
+                # a resumed run rebuilds best/ from disk; building a model initialises every
+                # weight at random first, which must not draw on the run's own random numbers (later
                 # dropout masks), or the run would no longer be the uninterrupted one
                 with torch.random.fork_rng(devices=[]):
                     self.best_model = (load_model(self.folder) if (self.folder / "heads.json").is_file()
@@ -553,7 +553,10 @@ def run(args) -> MultitaskBERT:
                     count[task] += 1
                 n_sent += sum(len(idx) * train[t].n_sentences for t, idx in plan[i])
                 bar.update(1)
-                if (i + 1) % args.log_every == 0:  # the only host sync of the loop
+                # the loop's only host sync on one process with round-robin, random or
+                # interleaved (pcgrad reads its K x K Gram matrix back every step, and under
+                # torchrun all_reduce_gradients its flags)
+                if (i + 1) % args.log_every == 0:
                     bar.set_postfix(loss=f"{sum(l.item() for l in losses.values()):.3f}",
                                     sent_s=f"{world * n_sent / (time.time() - t_epoch):.0f}")
                 stopped = stop.requested or (args.stop_after_step is not None
