@@ -5,7 +5,7 @@
 #                   [--data-dir DIR] [--weights DIR] [--runs DIR] [--setup-only]
 #
 # Profiles: quick (the default without CUDA: every stage on subsets, goal 15 minutes on 2 CPU
-# cores; at most 13.0 in eight runs on the slowest machine measured: results/quick-cpu.md) and
+# cores; at most 13.0 in nine runs on the slowest machine measured: results/quick-cpu.md) and
 # full (the default with CUDA: the whole table on one GPU, plus two more seeds of the best
 # pipeline, one-task models, and their ensembles). Each stage writes its outputs under
 # runs/STAGE, a runs folder holds one profile's runs (--runs DIR for another). A re-run skips
